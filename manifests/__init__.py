@@ -1,0 +1,1 @@
+"""Declarative description of each source dataset (one YAML file per source)."""

@@ -1,0 +1,275 @@
+"""The staged runner: fingerprints, per-unit atomic parts, resume, parallel units, stage state.
+
+A stage is a pure step from input tables + parameters to output tables. Its fingerprint hashes
+its name, code version, parameters and the fingerprints of the stages it reads; a stage whose
+recorded fingerprint matches is skipped. Inside a stage the work is split into units (a video,
+a shard); each unit writes its own Parquet part atomically, so a killed build resumes by doing
+only the units whose part is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import atomic, schema
+from .errors import UserError
+
+log = logging.getLogger("mesodata")
+
+STATE_DIR = ".state"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What identifies a stage's output: name, code version, parameters and upstream stages."""
+
+    name: str
+    version: str
+    params: dict[str, Any] = field(default_factory=dict)
+    upstream: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independent piece of a stage's work; `key` names its part file."""
+
+    key: str
+    payload: Any
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def part_name(key: str) -> str:
+    """A file-system-safe, collision-free file name for a unit key."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[-80:]
+    return f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.parquet"
+
+
+class Work:
+    """The work directory: stage states, parts, artifacts and reports."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    # --- stage state -------------------------------------------------------------------
+    def state(self, name: str) -> dict | None:
+        p = self.path(STATE_DIR, f"{name}.json")
+        try:
+            return json.loads(p.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("corrupt state file %s: treating stage %s as missing", p, name)
+            return None
+
+    def fingerprint(self, stage: Stage) -> str:
+        upstream = {}
+        for name in stage.upstream:
+            st = self.state(name)
+            if st is None:
+                raise UserError(f"stage '{name}' has not run in {self.root}; run `mesodata build` first")
+            upstream[name] = st["fingerprint"]
+        blob = json.dumps(
+            {"name": stage.name, "version": stage.version, "params": stage.params, "upstream": upstream},
+            sort_keys=True, default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def is_fresh(self, stage: Stage) -> bool:
+        st = self.state(stage.name)
+        if st is None:
+            return False
+        try:
+            fp = self.fingerprint(stage)
+        except UserError:
+            return False
+        return st["fingerprint"] == fp and all(self.path(o).exists() for o in st.get("outputs", {}))
+
+    def record(self, stage: Stage, outputs: Sequence[str], counts: dict[str, Any]) -> dict:
+        """Mark `stage` done: its fingerprint, and the row count and hash of every output file."""
+        files = {}
+        for rel in outputs:
+            p = self.path(rel)
+            entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            if p.suffix == ".parquet":
+                entry["rows"] = pq.ParquetFile(p).metadata.num_rows
+            files[rel] = entry
+        state = {
+            "stage": stage.name, "version": stage.version, "params": stage.params,
+            "upstream": list(stage.upstream),
+            "fingerprint": self.fingerprint(stage), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "outputs": files, "counts": counts,
+        }
+        atomic.write_json(self.path(STATE_DIR, f"{stage.name}.json"), state)
+        return state
+
+    def status(self, stage_names: Iterable[str]) -> list[dict]:
+        """done / stale / missing for each stage, judged against its upstream's recorded fingerprints."""
+        rows = []
+        for name in stage_names:
+            st = self.state(name)
+            if st is None:
+                rows.append({"stage": name, "status": "missing", "finished": "", "counts": {}})
+                continue
+            stage = Stage(name, st["version"], st["params"], tuple(st.get("upstream", [])))
+            ok = self.is_fresh(stage)
+            rows.append({"stage": name, "status": "done" if ok else "stale",
+                         "finished": st["finished"], "counts": st.get("counts", {})})
+        return rows
+
+    # --- parts --------------------------------------------------------------------------
+    def parts_dir(self, stage: Stage, fingerprint: str, where: str | None = None) -> Path:
+        """The folder of `stage`'s unit parts; emptied when the fingerprint it holds is not `fingerprint`."""
+        d = self.path(where or os.path.join(".parts", stage.name))
+        marker = d / "_fingerprint"
+        if d.exists() and (not marker.exists() or marker.read_text().strip() != fingerprint):
+            shutil.rmtree(d)
+        if not d.exists():
+            d.mkdir(parents=True)
+            atomic.write_bytes(marker, fingerprint.encode())
+        return d
+
+
+class Lock:
+    """One build per work dir: a lock file with the owner's pid; a dead owner's lock is taken over."""
+
+    def __init__(self, work: Work):
+        self.path = work.path(".lock")
+
+    def __enter__(self) -> "Lock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self._owner()
+                if owner and _alive(owner):
+                    raise UserError(
+                        f"work dir {self.path.parent} is in use by process {owner['pid']} on "
+                        f"{owner['host']}; wait for it or remove {self.path} if that process is gone")
+                log.warning("taking over stale lock %s (process %s is gone)", self.path,
+                            owner.get("pid") if owner else "?")
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+            return self
+        raise UserError(f"could not take the lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+
+def _alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot tell; be safe
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- executing units ------------------------------------------------------------------------
+def _run_unit(fn: Callable[[Any], pa.Table], unit: Unit, part: str, artifact: str | None) -> dict:
+    """Executed in a worker: compute one unit's table and write it atomically; return a small summary."""
+    if os.path.exists(part):
+        return {"key": unit.key, "skipped": True, "rows": None}
+    table = fn(unit.payload)
+    if artifact:
+        table = schema.conform(table, artifact)
+    atomic.write_parquet(part, table)
+    summary = {"key": unit.key, "skipped": False, "rows": table.num_rows}
+    if "status" in table.column_names:
+        summary["status"] = {k: int(v) for k, v in
+                             zip(*_value_counts(table.column("status")))}
+    return summary
+
+
+def _value_counts(col: pa.ChunkedArray):
+    vc = col.value_counts()
+    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+
+
+def progress(iterable, total: int, desc: str):
+    """A progress bar (units/s, ETA) on a terminal; plain log lines otherwise."""
+    from tqdm import tqdm
+
+    if sys.stderr.isatty():
+        yield from tqdm(iterable, total=total, desc=desc, unit="unit", dynamic_ncols=True)
+        return
+    t0, step = time.monotonic(), max(1, total // 10)
+    for i, item in enumerate(iterable, 1):
+        if i % step == 0 or i == total:
+            rate = i / max(time.monotonic() - t0, 1e-9)
+            log.info("%s: %d/%d units (%.1f/s)", desc, i, total, rate)
+        yield item
+
+
+def map_units(fn: Callable[[Any], pa.Table], units: Sequence[Unit], parts_dir: Path, *,
+              artifact: str | None, workers: int, desc: str, executor: "Executor | None" = None) -> list[dict]:
+    """Run `fn` on every unit whose part is not yet on disk; return one summary per unit."""
+    executor = executor or LocalExecutor(workers)
+    jobs = [(fn, u, str(parts_dir / part_name(u.key)), artifact) for u in units]
+    results = list(progress(executor.map(_run_unit, jobs), len(jobs), desc))
+    return results
+
+
+class LocalExecutor:
+    """Units in joblib (loky) worker processes; serial in-process when workers == 1."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def map(self, fn, jobs):
+        if self.workers <= 1 or len(jobs) <= 1:
+            return (fn(*j) for j in jobs)
+        from joblib import Parallel, delayed
+
+        par = Parallel(n_jobs=self.workers, return_as="generator_unordered", batch_size=1)
+        return par(delayed(fn)(*j) for j in jobs)
+
+
+Executor = LocalExecutor
+
+
+def read_parts(parts_dir: Path, keys: Sequence[str]) -> pa.Table:
+    """Concatenate the parts of `keys`, in that order (so the result does not depend on worker order)."""
+    tables = [pq.read_table(parts_dir / part_name(k)) for k in keys]
+    return pa.concat_tables(tables) if tables else None
+
+
+def summarize(results: list[dict]) -> dict:
+    done = sum(not r["skipped"] for r in results)
+    return {"units": len(results), "computed": done, "resumed": len(results) - done}

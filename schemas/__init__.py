@@ -1,0 +1,1 @@
+"""The Arrow schema of every artifact mesodata writes (one YAML file per artifact)."""
