@@ -1,0 +1,131 @@
+"""`mesodata build` (manifest -> frames and faces -> dedupe) and `mesodata status`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+from .report import print_table
+from .runner import Lock, Work
+
+log = logging.getLogger("mesodata")
+
+STAGES = ["manifest", "faces", "dedupe", "split", "shards"]
+
+
+def parse_sources(text: str) -> list[str]:
+    sources = [s.strip() for s in text.split(",") if s.strip()]
+    if not sources:
+        raise UserError("--sources is empty; name at least one of celebdf, dfdc, ff++")
+    return list(dict.fromkeys(sources))
+
+
+def parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--source-root expects NAME=PATH, got {v!r}")
+        out[name.strip()] = path
+    return out
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def stage_module(name: str):
+    """A stage's module, or None while that stage has not landed."""
+    try:
+        return importlib.import_module(f"pipeline.stages.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"pipeline.stages.{name}":
+            return None
+        raise
+
+
+def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None, compression="c23",
+              ff_splits=None, faces_params: dict | None = None, dedupe_params: dict | None = None,
+              workers: int = 1, executor=None) -> dict:
+    """Run every build stage in order; each skips itself when its fingerprint is on disk."""
+    from .stages import manifest
+
+    results = {"manifest": manifest.run(work, data_root, sources, overrides=overrides,
+                                        compression=compression, ff_splits=ff_splits,
+                                        workers=workers, executor=executor)}
+    for name, params in (("faces", faces_params or {}), ("dedupe", dedupe_params or {})):
+        module = stage_module(name)
+        if module is None:
+            log.info("%s: stage not available in this version; stopping after %s", name, list(results)[-1])
+            break
+        results[name] = module.run(work, params, workers=workers, executor=executor)
+    return results
+
+
+@click.command()
+@click.option("--sources", default="celebdf,dfdc,ff++", show_default=True,
+              help="Comma-separated sources: celebdf, dfdc, ff++.")
+@click.option("--data-root", required=True, type=click.Path(path_type=Path),
+              help="Folder holding Celeb-DF-v2/, DFDC/, FaceForensics++/ as downloaded.")
+@click.option("--work", required=True, type=click.Path(path_type=Path), help="Work dir for every artifact.")
+@click.option("--source-root", "source_root", multiple=True, metavar="NAME=PATH",
+              help="Use PATH as the folder of source NAME (repeatable).")
+@click.option("--compression", default="c23", show_default=True, type=click.Choice(["raw", "c23", "c40"]),
+              help="FF++ compression level to read.")
+@click.option("--ff-splits", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder with FF++'s train/val/test.json (default: looked for in the FF++ root).")
+@click.option("--frames", default=32, show_default=True, help="Frames per video, evenly spaced.")
+@click.option("--every-seconds", type=float, help="Sample one frame every S seconds instead.")
+@click.option("--stride", type=int, help="Sample every K-th frame instead.")
+@click.option("--margin", default=1.3, show_default=True, help="Crop side as a multiple of the face box side.")
+@click.option("--verify", type=click.Choice(["dlib", "none"]), default="dlib", show_default=True,
+              help="Check each Viola-Jones face with dlib's HOG detector.")
+@click.option("--cascade", default="haarcascade_frontalface_default.xml", show_default=True,
+              help="OpenCV Haar cascade: a name in cv2.data.haarcascades or a path.")
+@click.option("--image-format", type=click.Choice(["png", "jpeg"]), default="png", show_default=True)
+@click.option("--quality", default=95, show_default=True, help="JPEG quality (with --image-format jpeg).")
+@click.option("--decode-timeout", default=300.0, show_default=True,
+              help="Seconds before a video's decoding is abandoned and recorded as decode_error.")
+@click.option("--min-yield", default=0.5, show_default=True,
+              help="Report videos whose face yield (faces / frames sampled) is below this.")
+@click.option("--radius", default=None, type=int,
+              help="Hamming radius of the 64-bit pHash for near-duplicates (default: the stage's).")
+@click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="all cores",
+              help="Parallel units (processes).")
+@click.option("--fetch", "do_fetch", is_flag=True, help="Run `mesodata fetch` first (same options as fetch).")
+def build(sources, data_root, work, source_root, compression, ff_splits, frames, every_seconds, stride,
+          margin, verify, cascade, image_format, quality, decode_timeout, min_yield, radius, workers,
+          do_fetch):
+    """Manifest of every video -> sampled frames -> 256x256 face crops -> dedupe.
+
+    Each stage is cached in WORK: rerunning does only what is missing or stale, and a killed build
+    resumes where it stopped.
+    """
+    if do_fetch:
+        raise UserError("--fetch: run `mesodata fetch` with your server or manifest first "
+                        "(its options do not fit in build's)")
+    faces_params = {"frames": frames, "every_seconds": every_seconds, "stride": stride, "margin": margin,
+                    "verify": verify, "cascade": cascade, "image_format": image_format, "quality": quality,
+                    "decode_timeout": decode_timeout, "min_yield": min_yield}
+    dedupe_params = {} if radius is None else {"radius": radius}
+    w = Work(work)
+    with Lock(w):
+        run_build(w, data_root, parse_sources(sources), overrides=parse_overrides(source_root),
+                  compression=compression, ff_splits=ff_splits, faces_params=faces_params,
+                  dedupe_params=dedupe_params, workers=workers)
+
+
+@click.command()
+@click.option("--work", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+def status(work):
+    """Each stage of WORK: done, stale (inputs or parameters changed) or missing, with counts."""
+    rows = []
+    for r in Work(work).status(STAGES):
+        counts = ", ".join(f"{k}={v}" for k, v in r["counts"].items() if not isinstance(v, dict))
+        rows.append({"stage": r["stage"], "status": r["status"], "finished": r["finished"], "counts": counts})
+    print_table(f"Stages of {work}", rows, ["stage", "status", "finished", "counts"])

@@ -1,0 +1,45 @@
+"""Open a video file and say what it holds, or why it cannot be read."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import av
+
+
+def probe(path: str) -> dict:
+    """frames, fps, width, height, duration, size_bytes, and `status`/`error` (ok or unreadable)."""
+    info = {"frames": None, "fps": None, "width": None, "height": None, "duration": None,
+            "size_bytes": None, "status": "ok", "error": None}
+    try:
+        info["size_bytes"] = os.stat(path).st_size
+    except OSError as exc:
+        reason = "symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        return {**info, "status": "unreadable" if exc.errno != errno.ENOENT else "missing", "error": reason}
+    if info["size_bytes"] == 0:
+        return {**info, "status": "unreadable", "error": "empty file (0 bytes)"}
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                return {**info, "status": "unreadable", "error": "no video stream"}
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            info["fps"] = float(rate) if rate else None
+            info["width"], info["height"] = stream.codec_context.width, stream.codec_context.height
+            if stream.duration is not None and stream.time_base:
+                info["duration"] = float(stream.duration * stream.time_base)
+            elif container.duration:
+                info["duration"] = container.duration / av.time_base
+            info["frames"] = stream.frames or (
+                round(info["duration"] * info["fps"]) if info["duration"] and info["fps"] else None)
+            first = next(container.decode(stream), None)
+            if first is None:
+                return {**info, "status": "unreadable", "error": "no decodable frame"}
+    except (av.FFmpegError, OSError, ValueError, IndexError, ZeroDivisionError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return {**info, "status": "unreadable", "error": f"not a readable video ({reason})"}
+    return info
+
+
+__all__ = ["probe"]

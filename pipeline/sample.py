@@ -1,0 +1,189 @@
+"""`mesodata sample DIR`: a small dataset in the three real layouts, from real face footage.
+
+Reals are re-framed real footage (the carphone talking head, the astronaut portrait under a slow
+camera move); fakes are made by a real manipulation: the face of another clip is swapped in with
+Poisson blending (cv2.seamlessClone), then softened, as early deepfakes look. The sample also holds
+the faults every ingest must survive, so the demo's report shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+
+from . import footage
+
+N_FRAMES = 40
+_CASCADE = None
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A real clip: footage `kind` seen through variant `v` (start frame, mirror, tint, camera move)."""
+
+    kind: str  # "carphone" or "astronaut"
+    v: int
+
+    def frames(self, n: int = N_FRAMES) -> list[np.ndarray]:
+        if self.kind == "carphone":
+            src = footage.carphone_frames()
+            start = (self.v * 5) % 20
+            frames = [cv2.resize(f, (352, 288), interpolation=cv2.INTER_CUBIC) for f in src[start:start + n]]
+        else:
+            frames = footage.pan(footage.astronaut(), n, (320, 320), seed=self.v)
+        tint = np.array([1.0 + 0.06 * ((self.v * k) % 3 - 1) for k in (1, 2, 3)])
+        out = []
+        for f in frames:
+            f = np.clip(f * tint, 0, 255).astype(np.uint8)
+            out.append(f[:, ::-1].copy() if self.v % 2 else f)
+        return out
+
+
+def _face_box(frame: np.ndarray):
+    global _CASCADE
+    if _CASCADE is None:
+        _CASCADE = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    faces = _CASCADE.detectMultiScale(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), 1.1, 4, minSize=(40, 40))
+    return max(faces, key=lambda b: b[2] * b[3]) if len(faces) else None
+
+
+def swap(target: list[np.ndarray], source: list[np.ndarray]) -> list[np.ndarray]:
+    """Paste the source's face over the target's in every frame (Poisson blended, softened)."""
+    sbox = next(b for b in map(_face_box, source) if b is not None)
+    x, y, w, h = sbox
+    out, box = [], None
+    for i, frame in enumerate(target):
+        found = _face_box(frame)
+        box = found if found is not None else box
+        if box is None:
+            out.append(frame)
+            continue
+        tx, ty, tw, th = box
+        face = source[i % len(source)][y:y + h, x:x + w]
+        face = cv2.resize(face, (tw, th), interpolation=cv2.INTER_LINEAR)
+        face = cv2.GaussianBlur(cv2.resize(face, (max(tw // 3, 8), max(th // 3, 8))), (3, 3), 0)
+        face = cv2.resize(face, (tw, th), interpolation=cv2.INTER_LINEAR)  # the blurred re-render
+        mask = np.zeros((th, tw), np.uint8)
+        cv2.ellipse(mask, (tw // 2, th // 2), (int(tw * 0.42), int(th * 0.48)), 0, 0, 360, 255, -1)
+        center = (int(tx + tw / 2), int(ty + th / 2))
+        try:
+            out.append(cv2.seamlessClone(face, frame, mask, center, cv2.NORMAL_CLONE))
+        except cv2.error:  # box touching the border: plain paste
+            blend = frame.copy()
+            region = blend[ty:ty + th, tx:tx + tw]
+            region[mask > 0] = face[mask > 0]
+            out.append(blend)
+    return out
+
+
+def _no_face_frames(n: int = N_FRAMES) -> list[np.ndarray]:
+    from skimage import data
+
+    return footage.pan(data.coffee(), n, (320, 240), seed=3)
+
+
+def write_sample(root: str | Path) -> dict[str, int]:
+    """Write the sample under `root`; returns how many video files each source got."""
+    root = Path(root)
+    clips: dict[tuple[str, int], list[np.ndarray]] = {}
+
+    def real(kind: str, v: int) -> list[np.ndarray]:
+        if (kind, v) not in clips:
+            clips[kind, v] = Clip(kind, v).frames()
+        return clips[kind, v]
+
+    counts = {}
+    # --- FaceForensics++: ids 000..007, pairs (000,001) (002,003) train, (004,005) val, (006,007) test
+    ff = root / "FaceForensics++"
+    ids = [f"{i:03d}" for i in range(8)]
+    kinds = {i: ("carphone" if n % 2 == 0 else "astronaut", n) for n, i in enumerate(ids)}
+    for i in ids:
+        footage.write_video(ff / f"original_sequences/youtube/c23/videos/{i}.mp4", real(*kinds[i]))
+    pairs = [("000", "001"), ("002", "003"), ("004", "005"), ("006", "007")]
+    for a, b in pairs:
+        for t, s in ((a, b), (b, a)):
+            if (t, s) == ("006", "007"):
+                continue  # fault: listed by the split files, absent on disk
+            footage.write_video(ff / f"manipulated_sequences/Deepfakes/c23/videos/{t}_{s}.mp4",
+                                swap(real(*kinds[t]), real(*kinds[s])))
+    (ff / "manipulated_sequences/Deepfakes/c23/videos/007_006.mp4").write_bytes(b"")  # fault: empty
+    splits = ff / "dataset/splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    for name, chosen in (("train", pairs[:2]), ("val", pairs[2:3]), ("test", pairs[3:])):
+        (splits / f"{name}.json").write_text(json.dumps([list(p) for p in chosen]))
+    # 000 and 006 come from one "YouTube video": the official split leaks through it
+    conv = {i: f"yt{kinds[i][1]:02d}video 0" for i in ids} | {"006": "yt00video 1"}
+    (splits / "conversion_dict.json").write_text(json.dumps(conv))
+    counts["ff++"] = 16
+
+    # --- Celeb-DF v2: identities 0, 1, 2
+    cd = root / "Celeb-DF-v2"
+    ident = {0: ("carphone", 10), 1: ("astronaut", 11), 2: ("carphone", 13), 3: ("astronaut", 14)}
+    for p, clip in ident.items():
+        footage.write_video(cd / f"Celeb-real/id{p}_0000.mp4", real(*clip))
+    for t, s in ((0, 1), (1, 0), (2, 3), (3, 2)):
+        footage.write_video(cd / f"Celeb-synthesis/id{t}_id{s}_0000.mp4", swap(real(*ident[t]), real(*ident[s])))
+    footage.write_video(cd / "YouTube-real/00000.mp4", real("astronaut", 15))
+    # the same clip in two datasets: FF++'s 001 re-encoded at another quality
+    footage.write_video(cd / "YouTube-real/00001.mp4", real(*kinds["001"]), crf=30)
+    # fault: a truncated file
+    footage.write_video(cd / "Celeb-real/id2_0001.mp4", real("carphone", 16))
+    data = (cd / "Celeb-real/id2_0001.mp4").read_bytes()
+    (cd / "Celeb-real/id2_0001.mp4").write_bytes(data[: len(data) * 6 // 10])
+    test_list = ["1 Celeb-real/id3_0000.mp4", "0 Celeb-synthesis/id3_id2_0000.mp4",
+                 "1 YouTube-real/00000.mp4", "0 Celeb-synthesis/id9_id3_0000.mp4"]  # last: absent
+    (cd / "List_of_testing_videos.txt").write_text("\n".join(test_list))
+    counts["celebdf"] = 11
+
+    # --- DFDC: a preview set and one full-release part
+    pv = root / "DFDC/dfdc_preview_set"
+    meta = {}
+    for target, v, swapped in (("643049", 20, "728115"), ("728115", 21, "643049")):
+        kind = "carphone" if v % 2 == 0 else "astronaut"
+        rel = f"original_videos/{target}/{target}_A_001.mp4"
+        footage.write_video(pv / rel, real(kind, v))
+        meta[rel] = {"label": "real", "set": "train", "augmentations": [], "target_id": int(target)}
+        other_kind = "astronaut" if kind == "carphone" else "carphone"
+        fake = f"method_A/{target}/{target}_A/{swapped}_{target}_A_001.mp4"
+        footage.write_video(pv / fake, swap(real(kind, v), real(other_kind, v + 1)))
+        meta[fake] = {"label": "fake", "set": "test" if target == "728115" else "train",
+                      "augmentations": [], "target_id": target, "swapped_id": swapped}
+    (pv / "dataset.json").write_text(json.dumps(meta, indent=1))
+    part = root / "DFDC/dfdc_train_part_0"
+    part_meta = {}
+    for n, (name, kind, v) in enumerate((("aqwertyuio", "astronaut", 23), ("bzxcvbnmas", "carphone", 24))):
+        footage.write_video(part / f"{name}.mp4", real(kind, v))
+        part_meta[f"{name}.mp4"] = {"label": "REAL", "split": "train", "original": None}
+        fake = f"c{name[1:]}.mp4"
+        footage.write_video(part / fake, swap(real(kind, v), real("carphone" if n else "astronaut", 25)))
+        part_meta[fake] = {"label": "FAKE", "split": "train", "original": f"{name}.mp4"}
+    footage.write_video(part / "dnofacexxx.mp4", _no_face_frames())  # fault: no face
+    part_meta["dnofacexxx.mp4"] = {"label": "REAL", "split": "train"}
+    # the same clip in two datasets, byte for byte
+    shutil.copyfile(ff / "original_sequences/youtube/c23/videos/000.mp4", part / "ecopiedxxx.mp4")
+    part_meta["ecopiedxxx.mp4"] = {"label": "REAL", "split": "train", "original": None}
+    (part / "fnotavideo.mp4").write_text("this is not a video\n")  # fault: not a video
+    part_meta["fnotavideo.mp4"] = {"label": "FAKE", "split": "train", "original": "aqwertyuio.mp4"}
+    footage.write_video(part / "gunlisted.mp4", real("astronaut", 26))  # fault: not in metadata
+    (part / "metadata.json").write_text(json.dumps(part_meta))
+    counts["dfdc"] = 4 + 8 + 1
+    return counts
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+def sample(directory: Path) -> None:
+    """Write a small dataset in the layouts of FaceForensics++, Celeb-DF v2 and DFDC to DIRECTORY.
+
+    Built from real face footage (public domain) with face-swap fakes, and a few faults: a missing
+    file, an empty file, a truncated file, a non-video, an unlisted file, a video with no face, and
+    one clip present in two datasets.
+    """
+    counts = write_sample(directory)
+    click.echo(f"sample written to {directory}: " + ", ".join(f"{s} {n} files" for s, n in counts.items()))

@@ -1,0 +1,141 @@
+"""What every source adapter shares: its declarative config, strict metadata readers, groups.
+
+An adapter turns a dataset folder into manifest rows (one dict per video) and nothing else.
+Rows carry `links`: identity tokens (people, families, pairs); videos sharing a token, directly or
+through others, form one leak-free group.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.resources
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+
+@functools.cache
+def config(name: str) -> dict:
+    """The declarative description of source `name` (manifests/<name>.yaml)."""
+    return yaml.safe_load(importlib.resources.files("manifests").joinpath(f"{name}.yaml").read_text())
+
+
+@dataclass
+class Listing:
+    """An adapter's result: manifest rows plus what the report should say about the source."""
+
+    rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    expected: dict[str, int] = field(default_factory=dict)  # subset -> count in the full release
+
+
+def row(source: str, root: Path, data_root: Path, file: Path, *, label: int | None, method: str,
+        links: list[str], compression: str | None = None, official_split: str | None = None,
+        status: str | None = None, error: str | None = None) -> dict:
+    """A manifest row for `file` (absolute, inside `root`); status `ok` or `missing` from the disk."""
+    rel_source = file.relative_to(root).as_posix()
+    if status is None:
+        status = "ok" if file.is_file() else "missing"
+        error = error or (None if status == "ok" else "listed in metadata but absent on disk")
+    return {
+        "source": source,
+        "video_id": f"{source}/{rel_source.rsplit('.', 1)[0]}",
+        "path": os.path.relpath(file, data_root).replace(os.sep, "/"),
+        "label": label, "method": method, "compression": compression,
+        "official_split": official_split, "status": status, "error": error, "links": links,
+    }
+
+
+def safe_join(root: Path, rel: str, origin: str) -> Path:
+    """`root / rel`, refusing absolute paths and paths that leave `root` (never read)."""
+    p = PurePosixPath(rel.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or not rel.strip():
+        raise UserError(f"{origin}: path {rel!r} escapes the source root; refused")
+    return root / p
+
+
+def _no_duplicates(origin: str):
+    def hook(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise UserError(f"{origin}: duplicate key {k!r}")
+            seen.add(k)
+        return dict(pairs)
+    return hook
+
+
+def read_text(path: Path) -> str:
+    """UTF-8 text with an optional BOM, CRLF or LF."""
+    try:
+        return path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def read_json(path: Path) -> Any:
+    """Strict JSON: a clear error with file and line for malformed input or duplicate keys."""
+    try:
+        return json.loads(read_text(path), object_pairs_hook=_no_duplicates(str(path)))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from exc
+
+
+def read_csv(path: Path, required: list[str]) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(read_text(path)))
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+    return list(reader)
+
+
+class UnionFind:
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            # the smaller name becomes the root, so group names do not depend on order
+            lo, hi = sorted((ra, rb))
+            self.parent[hi] = lo
+
+
+def assign_groups(rows: list[dict], extra_links: list[tuple[str, str]] = ()) -> None:
+    """Set each row's `group`: the connected component of its links (and `extra_links`)."""
+    uf = UnionFind()
+    for r in rows:
+        tokens = r["links"] or [f"video:{r['video_id']}"]
+        for t in tokens[1:]:
+            uf.union(tokens[0], t)
+        r["_token"] = tokens[0]
+    for a, b in extra_links:
+        uf.union(a, b)
+    for r in rows:
+        r["group"] = f"{r['source']}:{uf.find(r.pop('_token'))}"
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """The .mp4 files directly in `folder`, sorted (symlinks that loop or dangle are kept: probing reports them)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".mp4")

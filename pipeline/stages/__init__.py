@@ -1,0 +1,1 @@
+"""The stages of `mesodata build` and `mesodata split`, each a step from tables + parameters to tables."""

@@ -1,0 +1,155 @@
+"""Stage 1: the manifest, one row per video of every chosen source, each file probed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import atomic, schema
+from ..errors import UserError
+from ..probe import probe
+from ..runner import Stage, Unit, Work, map_units, read_parts, summarize
+from ..sources import ADAPTERS, config
+
+log = logging.getLogger("mesodata")
+
+NAME = "manifest"
+VERSION = "1"
+OUTPUT = "manifest.parquet"
+REPORT = "reports/manifest.json"
+CHUNK = 32  # videos per unit: probing is quick, so a part per video would be mostly overhead
+
+
+def source_roots(data_root: Path, sources: list[str], overrides: dict[str, str]) -> dict[str, Path]:
+    unknown = [s for s in [*sources, *overrides] if s not in ADAPTERS]
+    if unknown:
+        raise UserError(f"unknown source {unknown[0]!r}; choose from {', '.join(ADAPTERS)}")
+    if not data_root.is_dir():
+        raise UserError(f"data root {data_root} does not exist")
+    roots = {}
+    for s in sources:
+        root = Path(overrides[s]) if s in overrides else data_root / config(s)["folder"]
+        if not root.is_dir():
+            raise UserError(f"{s}: folder {root} does not exist (use --source-root {s}=PATH)")
+        roots[s] = root.resolve()
+    return roots
+
+
+def list_all(data_root: Path, roots: dict[str, Path], compression: str, ff_splits: Path | None):
+    """Every source's rows (before probing) and its report notes."""
+    listings = {}
+    for s, root in roots.items():
+        adapter = ADAPTERS[s]
+        kwargs = {"compression": compression, "split_dir": ff_splits} if s == "ff++" else {}
+        listings[s] = adapter.list_source(root, data_root.resolve(), **kwargs)
+    return listings
+
+
+def _listing_digest(rows: list[dict], data_root: Path) -> str:
+    """Changes when a file appears, vanishes or changes on disk, so the manifest is redone."""
+    h = hashlib.sha256()
+    for r in rows:
+        try:
+            st = os.stat(data_root / r["path"])
+            sig = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            sig = None
+        h.update(json.dumps([r["video_id"], r["status"], r["group"], r["official_split"], sig]).encode())
+    return h.hexdigest()
+
+
+def _probe_rows(payload: tuple[str, list[dict]]) -> pa.Table:
+    data_root, rows = payload
+    out = []
+    for r in rows:
+        r = {k: v for k, v in r.items() if k != "links"}
+        probed = probe(os.path.join(data_root, r["path"])) if r["status"] in ("ok", "unlisted") else {}
+        if probed:
+            if probed["status"] != "ok":
+                r["status"], r["error"] = probed["status"], probed["error"]
+            r.update({k: v for k, v in probed.items() if k not in ("status", "error")})
+        out.append(r)
+    return pa.Table.from_pylist(out, schema=schema.load(NAME))
+
+
+def run(work: Work, data_root: Path, sources: list[str], *, overrides: dict[str, str] | None = None,
+        compression: str = "c23", ff_splits: Path | None = None, workers: int = 1, executor=None) -> dict:
+    """List every source, probe every file, write manifest.parquet and its report."""
+    roots = source_roots(data_root, sources, overrides or {})
+    listings = list_all(data_root, roots, compression, ff_splits)
+    rows = [r for s in sources for r in listings[s].rows]
+    stage = Stage(NAME, VERSION, {
+        "data_root": str(data_root.resolve()), "sources": sources,
+        "roots": {s: str(p) for s, p in roots.items()}, "compression": compression,
+        "listing": _listing_digest(rows, data_root),
+    })
+    if work.is_fresh(stage):
+        log.info("manifest: up to date (%d videos), nothing to do", work.state(NAME)["counts"]["videos"])
+        return work.state(NAME)
+    fp = work.fingerprint(stage)
+    parts = work.parts_dir(stage, fp)
+    units = [Unit(f"chunk-{i // CHUNK:06d}", (str(data_root), rows[i:i + CHUNK]))
+             for i in range(0, len(rows), CHUNK)]
+    results = map_units(_probe_rows, units, parts, artifact=NAME, workers=workers,
+                        desc="manifest", executor=executor)
+    table = read_parts(parts, [u.key for u in units])
+    if table is None:
+        table = schema.load(NAME).empty_table()
+    atomic.write_parquet(work.path(OUTPUT), schema.conform(table, NAME))
+    report = build_report(table, listings)
+    atomic.write_json(work.path(REPORT), report)
+    print_report(report)
+    counts = {"videos": table.num_rows, **summarize(results),
+              "ok": report["status"].get("ok", 0)}
+    return work.record(stage, [OUTPUT, REPORT], counts)
+
+
+def build_report(table: pa.Table, listings: dict) -> dict:
+    rows = table.select(["source", "label", "method", "status", "path", "error"]).to_pylist()
+    per = Counter((r["source"], r["method"], r["label"], r["status"]) for r in rows)
+    return {
+        "videos": len(rows),
+        "status": dict(Counter(r["status"] for r in rows)),
+        "table": [{"source": s, "method": m, "label": l, "status": st, "videos": n}
+                  for (s, m, l, st), n in sorted(per.items(), key=lambda kv: tuple(map(str, kv[0])))],
+        "problems": [{"path": r["path"], "status": r["status"], "error": r["error"]}
+                     for r in rows if r["status"] != "ok"],
+        "sources": {s: {"notes": l.notes, "expected": l.expected,
+                        "held": dict(Counter(r["method"] for r in l.rows))}
+                    for s, l in listings.items()},
+    }
+
+
+def print_report(report: dict, limit: int = 15) -> None:
+    from ..report import print_table
+
+    print_table("Manifest: videos per source / method / label / status", report["table"],
+                ["source", "method", "label", "status", "videos"])
+    for s, info in report["sources"].items():
+        for note in info["notes"]:
+            print(f"  note [{s}]: {note}")
+        for subset, n in info["held"].items():
+            exp = info["expected"].get(subset)
+            if exp and n < exp:
+                print(f"  shortfall [{s}]: {subset} has {n} of the full release's {exp} videos")
+    problems = report["problems"]
+    if problems:
+        print(f"  {len(problems)} problem(s) (all in reports/manifest.json):")
+        for p in problems[:limit]:
+            print(f"    {p['status']:<10} {p['path']}: {p['error']}")
+        if len(problems) > limit:
+            print(f"    ... and {len(problems) - limit} more")
+
+
+def read(work: Work) -> pa.Table:
+    path = work.path(OUTPUT)
+    if not path.exists():
+        raise UserError(f"no manifest in {work.root}: run `mesodata build` first")
+    return pq.read_table(path)
