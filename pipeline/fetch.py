@@ -465,6 +465,7 @@ class _Transfer:
         self.bytes = 0  # transferred in this run
         self.resumed_from: int | None = None
         self.total: int | None = None
+        self.written = 0  # body bytes of the current request
 
     def request(self) -> int | None:
         """One GET, appending to the `.part`; returns the file's total size when known."""
@@ -510,13 +511,20 @@ class _Transfer:
             if start:
                 self.resumed_from = start if self.resumed_from is None else self.resumed_from
             self.progress.expect(self.item.path, (total - start) if total is not None else None)
-            written = self._stream(resp, mode, sniff=(start == 0))
-        if body is not None and written < body:
-            raise _Retry(f"connection closed after {start + written} of "
-                         f"{start + body} bytes")
-        return total if total is not None else start + written
+            self.written = 0
+            try:
+                self._stream(resp, mode, sniff=(start == 0))
+            except _TRANSIENT as exc:
+                raise _Retry(self._cut_short(start, body, exc.__class__.__name__)) from exc
+        if body is not None and self.written < body:
+            raise _Retry(self._cut_short(start, body, "body too short"))
+        return total if total is not None else start + self.written
 
-    def _stream(self, resp: requests.Response, mode: str, sniff: bool) -> int:
+    def _cut_short(self, start: int, body: int | None, why: str) -> str:
+        of = f" of {start + body}" if body is not None else ""
+        return f"connection closed after {start + self.written}{of} bytes ({why})"
+
+    def _stream(self, resp: requests.Response, mode: str, sniff: bool) -> None:
         """Copy the body into the `.part`; the first bytes are checked before anything is
         written, so an error page never overwrites a good partial file."""
         chunks = resp.raw.stream(CHUNK, decode_content=False)
@@ -527,14 +535,13 @@ class _Transfer:
         if sniff and _looks_like_html(first) and not _expects_html(self.item.path):
             raise _Fail("server sent an HTML page instead of the file "
                         "(the body starts with HTML); the link may need a login or has expired")
-        written = 0
         try:
             with open(self.part, mode) as out:
                 for block in _chain(first, chunks):
                     if self.stop.is_set():
                         raise _Fail("stopped before completion")
                     out.write(block)
-                    written += len(block)
+                    self.written += len(block)
                     self.bytes += len(block)
                     self.progress.advance(self.item.path, len(block))
         except OSError as exc:
@@ -543,7 +550,6 @@ class _Transfer:
             raise _Fail(f"cannot write {self.part}: {exc.strerror or exc}") from exc
         # A transfer cut short raises out of the loop above with its bytes already in the
         # .part (the file was closed by `with`): the next request continues after them.
-        return written
 
 
 def _chain(first: bytes, rest: Iterable[bytes]) -> Iterable[bytes]:
