@@ -1,0 +1,1 @@
+"""The MesoNet detector: models, shard reader, training, SVM head, evaluation and reports."""

@@ -1,0 +1,198 @@
+"""Read the benchmark's Parquet shards (`WORK/shards/<split>/part-NNNNN.parquet`) as a PyTorch
+`IterableDataset` of decoded face crops.
+
+Work is split by (file, row group): every DataLoader worker on every rank reads a disjoint set of
+row groups, so one pass over the loader yields each selected row exactly once. Memory stays
+bounded: one row group plus an optional shuffle buffer of `shuffle_buffer` decoded images.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.errors import UserError
+
+__all__ = ["ShardDataset", "RowFilter", "shard_files", "decode_image", "to_tensor", "META_COLUMNS"]
+
+SPLITS = ("train", "val", "test", "test-perturbed")
+# Columns carried next to each image (strings and ints collate into lists / tensors).
+META_COLUMNS = ("label", "source", "method", "video_id", "frame_index", "augmentation")
+IMAGE_SIZE = 256
+
+
+def shard_files(work: str | Path, split: str) -> list[Path]:
+    """The shard files of one split, sorted; [] when the split folder is absent or empty."""
+    return sorted((Path(work) / "shards" / split).glob("part-*.parquet"))
+
+
+def decode_image(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
+    """PNG/JPEG bytes -> RGB uint8 array (size, size, 3); resized only if the crop is another size."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot decode image ({len(data)} bytes, starts {data[:8]!r})")
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 CHW in [0, 1], the networks' input."""
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows to keep; None means no constraint on that column."""
+
+    split: str | None = None
+    sources: tuple[str, ...] | None = None
+    augmentations: tuple[str, ...] | None = ("none",)
+
+    def mask(self, table: pa.Table) -> pa.ChunkedArray | None:
+        conds = []
+        if self.split is not None:
+            conds.append(pc.equal(table["split"], self.split))
+        if self.sources is not None:
+            conds.append(pc.is_in(table["source"], pa.array(list(self.sources), pa.string())))
+        if self.augmentations is not None:
+            conds.append(pc.is_in(table["augmentation"], pa.array(list(self.augmentations), pa.string())))
+        if not conds:
+            return None
+        out = conds[0]
+        for c in conds[1:]:
+            out = pc.and_(out, c)
+        return out
+
+    @property
+    def columns(self) -> list[str]:
+        return ["split", "source", "augmentation"]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ShardDataset(IterableDataset):
+    """Decoded rows of Parquet shards: dicts {"image": float CHW [0,1], "label", "source", ...}.
+
+    Args:
+        files: shard files to read.
+        row_filter: rows to keep (split, sources, augmentations); default originals only.
+        shuffle: shuffle row-group order and rows through a buffer, seeded by (seed, epoch, worker).
+        shuffle_buffer: max decoded images held for shuffling (bounds memory).
+        seed: base seed; call `set_epoch` each epoch for a new, reproducible order.
+        rank, world_size: this process's share; default from torch.distributed, else 0 of 1.
+    """
+
+    def __init__(self, files: Sequence[str | Path], row_filter: RowFilter = RowFilter(),
+                 shuffle: bool = False, shuffle_buffer: int = 512, seed: int = 0,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__()
+        if shuffle_buffer < 1:
+            raise ValueError(f"The 'shuffle_buffer' parameter must be >= 1. Got {shuffle_buffer} instead.")
+        self.files = [Path(f) for f in files]
+        self.row_filter = row_filter
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.epoch = 0
+        self._rank, self._world = rank, world_size
+        # (file index, row group) units, listed from the footers only.
+        self.units: list[tuple[int, int]] = [
+            (i, rg) for i, f in enumerate(self.files) for rg in range(pq.ParquetFile(f).num_row_groups)
+        ]
+        self._len: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Rows that pass the filter, over all ranks (reads only the small filter columns)."""
+        if self._len is None:
+            n = 0
+            for f in self.files:
+                t = pq.read_table(f, columns=self.row_filter.columns)
+                m = self.row_filter.mask(t)
+                n += t.num_rows if m is None else pc.sum(m).as_py() or 0
+            self._len = n
+        return self._len
+
+    def labels(self) -> np.ndarray:
+        """Labels of the selected rows in file order (for class balance and stratification)."""
+        out = []
+        for f in self.files:
+            t = pq.read_table(f, columns=[*self.row_filter.columns, "label"])
+            m = self.row_filter.mask(t)
+            out.append((t if m is None else t.filter(m))["label"].to_numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.int8)
+
+    def _my_units(self) -> tuple[list[tuple[int, int]], random.Random]:
+        rank, world = _rank_and_world()
+        rank = self._rank if self._rank is not None else rank
+        world = self._world if self._world is not None else world
+        info = get_worker_info()
+        wid, nworkers = (info.id, info.num_workers) if info else (0, 1)
+        shard, nshards = rank * nworkers + wid, world * nworkers
+        units = list(self.units)
+        if self.shuffle:  # same permutation on every worker, so the split stays disjoint
+            random.Random(f"{self.seed}:{self.epoch}").shuffle(units)
+        return units[shard::nshards], random.Random(f"{self.seed}:{self.epoch}:{shard}")
+
+    def _rows(self, units: list[tuple[int, int]]) -> Iterator[dict]:
+        cols = ["image", *META_COLUMNS, *self.row_filter.columns]
+        cols = list(dict.fromkeys(cols))
+        open_file: tuple[int, pq.ParquetFile] | None = None
+        for fi, rg in units:
+            if open_file is None or open_file[0] != fi:
+                open_file = (fi, pq.ParquetFile(self.files[fi]))
+            table = open_file[1].read_row_group(rg, columns=cols)
+            mask = self.row_filter.mask(table)
+            if mask is not None:
+                table = table.filter(mask)
+            images = table["image"].combine_chunks().field("bytes").to_pylist()
+            meta = {c: table[c].to_pylist() for c in META_COLUMNS}
+            for j, data in enumerate(images):
+                row = {c: meta[c][j] for c in META_COLUMNS}
+                row["label"] = int(row["label"])
+                row["image"] = to_tensor(decode_image(data))
+                yield row
+
+    def __iter__(self) -> Iterator[dict]:
+        units, rng = self._my_units()
+        rows = self._rows(units)
+        if not self.shuffle:
+            yield from rows
+            return
+        buf: list[dict] = []
+        for row in rows:  # reservoir-style buffer: emit a random held row once full
+            if len(buf) < self.shuffle_buffer:
+                buf.append(row)
+                continue
+            k = rng.randrange(len(buf))
+            buf[k], row = row, buf[k]
+            yield row
+        rng.shuffle(buf)
+        yield from buf
+
+
+def require_shards(work: str | Path, split: str) -> list[Path]:
+    """Shard files of `split`, or a UserError telling the user how to make them."""
+    files = shard_files(work, split)
+    if not files:
+        if not (Path(work) / "shards").is_dir() or not any((Path(work) / "shards").glob("*/part-*.parquet")):
+            raise UserError(f"no shards under {Path(work) / 'shards'}: run `mesodata split` first")
+        raise UserError(f"no {split!r} shards under {Path(work) / 'shards' / split}: run `mesodata split` first")
+    return files

@@ -1,0 +1,237 @@
+"""Train one MesoNet as in the paper: batch 32, Adam(0.9, 0.999), lr 1e-3 divided by 10 every N
+iterations down to 1e-6, binary cross-entropy on the logit (label 1 = fake).
+
+The checkpoint is chosen on the validation split only (lowest val loss); the test split is never
+read here. CPU speed levers (measured in tests/benchmarks/bench_train.py): channels_last memory
+format (the big one, ~4x with oneDNN) and bf16 autocast where the CPU has native bf16.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .data import ShardDataset
+from .infer import autocast_for, resolve_device, score_loader
+from .models import MesoNet, create_model
+
+__all__ = ["TrainConfig", "TrainResult", "train_model", "lr_step_iterations", "bn_momentum_for", "make_loader",
+           "make_train_step", "cpu_has_native_bf16", "seed_everything"]
+
+log = logging.getLogger("mesodata")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@dataclass
+class TrainConfig:
+    """Training parameters; defaults are the paper's where it gives them."""
+
+    model: str = "mesoinception4"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_min: float = 1e-6
+    lr_step: int = 1000  # iterations per /10; shortened for small data, see lr_step_iterations
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    shuffle_buffer: int = 1024
+    channels_last: bool = True
+    cpu_bf16: bool | None = None  # None: on when the CPU has native bf16
+    threads: int | None = None  # torch intra-op threads; None keeps PyTorch's choice
+    bn_momentum: float | None = None  # None: bn_momentum_for(total iterations)
+
+
+@dataclass
+class TrainResult:
+    model: MesoNet
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    lr_step: int = 0
+    config: dict = field(default_factory=dict)
+
+
+def lr_step_iterations(total_iterations: int, requested: int = 1000) -> int:
+    """Iterations between lr divisions. The paper's 1000 assumes a large set; when training is
+    shorter than 4 x 1000 iterations, shrink the step to ceil(total / 4) so that all four lr levels
+    (1e-3, 1e-4, 1e-5, 1e-6) are visited within the run instead of never leaving 1e-3."""
+    return max(1, min(requested, math.ceil(total_iterations / 4)))
+
+
+def bn_momentum_for(total_iterations: int) -> float:
+    """BatchNorm running-average momentum (PyTorch convention). Keras' 0.01 needs ~1/0.01 = 100
+    iterations per time constant; on a short run the running statistics would still be near their
+    initial values at evaluation. Rule: time constant <= 5% of the run, i.e.
+    clip(20 / total_iterations, 0.01, 0.1); from 2000 iterations on this is Keras' 0.01."""
+    return float(min(0.1, max(0.01, 20 / max(total_iterations, 1))))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # workers are processes already; nested threads only contend
+
+
+def make_loader(dataset: ShardDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      pin_memory=device.type == "cuda", worker_init_fn=_worker_init,
+                      prefetch_factor=4 if workers else None)
+
+
+def make_train_step(model: MesoNet, optimizer: torch.optim.Optimizer, device: torch.device,
+                    channels_last: bool, cpu_bf16: bool) -> Callable[[torch.Tensor, torch.Tensor], tuple[float, int]]:
+    """One optimisation step on a batch -> (summed loss, number correct). Shared with the benchmark."""
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True).float()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, cpu_bf16):
+            logits = model(x).float()
+        loss = F.binary_cross_entropy_with_logits(logits, y)  # in fp32, outside autocast
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        with torch.no_grad():
+            correct = int(((logits > 0).float() == y).sum())
+        return float(loss.detach()) * len(y), correct
+
+    return step
+
+
+class _Progress:
+    """tqdm bar on a terminal; otherwise one log line per epoch (and every ~30 s)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.tty = sys.stderr.isatty()
+        self.n, self.t0, self.last = 0, time.perf_counter(), time.perf_counter()
+        self.desc, self.total = desc, total
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+
+    def update(self, n: int, loss: float) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+        elif now - self.last > 30:
+            self.last = now
+            log.info("%s: %d/%d images, %.1f img/s, loss %.4f", self.desc, self.n, self.total,
+                     self.rate, loss)
+
+    @property
+    def rate(self) -> float:
+        return self.n / max(time.perf_counter() - self.t0, 1e-9)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
+                on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `cfg.model` on `train_ds`, keep the weights of the epoch with the lowest val loss."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cpu_bf16 = cpu_has_native_bf16() if cfg.cpu_bf16 is None else cfg.cpu_bf16
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # tiny weights late in training are otherwise slow on x86
+    n_train = len(train_ds)
+    iters_per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    bn_momentum = cfg.bn_momentum or bn_momentum_for(iters_per_epoch * cfg.epochs)
+    model = create_model(cfg.model, bn_momentum=bn_momentum).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    step_n = lr_step_iterations(iters_per_epoch * cfg.epochs, cfg.lr_step)
+    floor = cfg.lr_min / cfg.lr
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(floor, 0.1 ** (it // step_n)))
+    step = make_train_step(model, optimizer, device, cfg.channels_last, cpu_bf16)
+    train_ds.shuffle, train_ds.seed, train_ds.shuffle_buffer = True, cfg.seed, cfg.shuffle_buffer
+    val_loader = make_loader(val_ds, max(cfg.batch_size, 64), cfg.workers, device)
+    log.info("%s: %d train / %d val images, %d iterations/epoch, lr /10 every %d iterations, "
+             "device %s%s", cfg.model, n_train, len(val_ds), iters_per_epoch, step_n, device,
+             ", bf16 autocast" if device.type == "cuda" or cpu_bf16 else "")
+
+    result = TrainResult(model=model, lr_step=step_n,
+                         config={**asdict(cfg), "cpu_bf16": cpu_bf16, "device": str(device),
+                                 "bn_momentum": bn_momentum, "lr_step": step_n})
+    best_loss, best_state = math.inf, None
+    for epoch in range(cfg.epochs):
+        train_ds.set_epoch(epoch)
+        model.train()
+        prog = _Progress(n_train, f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}")
+        tot_loss, tot_correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        for batch in make_loader(train_ds, cfg.batch_size, cfg.workers, device):
+            loss_sum, correct = step(batch["image"], batch["label"])
+            sched.step()
+            n = len(batch["label"])
+            tot_loss, tot_correct, seen = tot_loss + loss_sum, tot_correct + correct, seen + n
+            prog.update(n, loss_sum / n)
+        prog.close()
+        train_time = time.perf_counter() - t0
+        frame, _ = score_loader(model, val_loader, device, channels_last=cfg.channels_last,
+                                cpu_bf16=cpu_bf16)
+        val_loss = _bce(frame["logit"].to_numpy(), frame["label"].to_numpy())
+        row = {"epoch": epoch + 1, "train_loss": tot_loss / max(seen, 1),
+               "train_acc": tot_correct / max(seen, 1), "val_loss": val_loss,
+               "val_acc": float(((frame["logit"] > 0).astype(int) == frame["label"]).mean()),
+               "lr": optimizer.param_groups[0]["lr"], "images_per_s": seen / max(train_time, 1e-9),
+               "seconds": train_time}
+        result.history.append(row)
+        log.info("%s epoch %d/%d: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f img/s",
+                 cfg.model, row["epoch"], cfg.epochs, row["train_loss"], row["train_acc"],
+                 row["val_loss"], row["val_acc"], row["images_per_s"])
+        if on_epoch:
+            on_epoch(row)
+        if val_loss < best_loss:  # selection on val only
+            best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
+            result.best_epoch = epoch + 1
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy from logits, numerically stable."""
+    if len(logits) == 0:
+        return math.nan
+    z, y = logits.astype(np.float64), labels.astype(np.float64)
+    return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+
