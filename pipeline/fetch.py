@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import numpy as np
 import requests
 import urllib3
 
@@ -318,6 +319,21 @@ def _blank(value: Any) -> bool:
         or (isinstance(value, str) and not value.strip())
 
 
+def _parse_size(value: Any, where: str) -> int | None:
+    """A manifest `size`: blank, or a whole number of bytes (CSV text or a Parquet number)."""
+    if _blank(value):
+        return None
+    try:
+        number = float(value)
+        size = int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{where}: size {value!r} is not a number of bytes") from None
+    if size != number or size < 0:
+        raise UserError(f"{where}: size {value!r} is not a whole, non-negative number of bytes")
+    # Exact for big Parquet integers too, where float() would round.
+    return int(value) if isinstance(value, (int, np.integer)) else size
+
+
 def read_manifest(path: str | os.PathLike) -> list[Download]:
     """Read a download manifest (CSV or Parquet: url, path, optional size and sha256)."""
     import pandas as pd  # only manifests need pandas; keep `fetch --help` light
@@ -350,15 +366,7 @@ def read_manifest(path: str | os.PathLike) -> list[Download]:
         if rel in seen:
             raise UserError(f"{where}: path {rel!r} is listed twice ({seen[rel]})")
         seen[rel] = where
-        size = None
-        if "size" in row and not _blank(row["size"]):
-            try:
-                size = int(float(row["size"])) if not isinstance(row["size"], int) \
-                    else row["size"]
-            except (TypeError, ValueError):
-                raise UserError(f"{where}: size {row['size']!r} is not a number") from None
-            if size < 0:
-                raise UserError(f"{where}: size {size} is negative")
+        size = _parse_size(row["size"], where) if "size" in row else None
         sha = None
         if "sha256" in row and not _blank(row["sha256"]):
             sha = str(row["sha256"]).strip().lower()
@@ -481,6 +489,7 @@ class _Transfer:
             if resp.status_code == 416 and offset:
                 _, total = _content_range(resp.headers.get("Content-Range"))
                 if total == offset:
+                    self.resumed_from = offset
                     return total  # the .part already holds the whole file
                 self.part.unlink()
                 raise _Retry(f"server refused to resume at byte {offset}; starting over")
@@ -544,6 +553,8 @@ class _Transfer:
                     self.written += len(block)
                     self.bytes += len(block)
                     self.progress.advance(self.item.path, len(block))
+        except _TRANSIENT:
+            raise  # the network, not the disk: request() turns it into a retry
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise _DiskFull(self.part) from exc
@@ -616,14 +627,14 @@ def _download(item: Download, root: Path, session: requests.Session, opts: _Opti
             # The .part came from an earlier run and is corrupt: one clean download.
             part.unlink()
             carried, restarted = False, True
+            transfer.resumed_from = None
             continue
         if problem:
             result.reason = problem
             break
         os.replace(part, final)
         result.size = final.stat().st_size
-        resumed = carried or transfer.resumed_from is not None
-        result.status = "resumed" if resumed else "done"
+        result.status = "resumed" if transfer.resumed_from is not None else "done"
         break
     result.bytes = transfer.bytes
     result.resumed_from = transfer.resumed_from

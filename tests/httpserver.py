@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,8 @@ class Faults:
     html: set[str] = field(default_factory=set)           # a login page as text/html
     html_disguised: set[str] = field(default_factory=set)  # a login page labelled video/mp4
     ignore_range: bool = False                            # answer every GET with the full file
+    stall_once: dict[str, float] = field(default_factory=dict)  # first GET waits this long
+    delay: float = 0.0                                    # every GET waits this long
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,13 @@ class Hit:
     path: str
     range: str | None
     status: int
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients that time out or hang up are part of the tests, not noise
 
 
 class FileServer:
@@ -47,8 +57,9 @@ class FileServer:
         self.hits: list[Hit] = []
         self.served: Counter[str] = Counter()  # body bytes actually sent, per path
         self.lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self.active = 0
+        self.max_active = 0  # most GETs in flight at once
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         daemon=True)
 
@@ -83,7 +94,14 @@ class FileServer:
                 server._answer(self, head=True)
 
             def do_GET(self) -> None:
-                server._answer(self, head=False)
+                with server.lock:
+                    server.active += 1
+                    server.max_active = max(server.max_active, server.active)
+                try:
+                    server._answer(self, head=False)
+                finally:
+                    with server.lock:
+                        server.active -= 1
 
         return Handler
 
@@ -110,6 +128,10 @@ class FileServer:
     def _answer(self, req: BaseHTTPRequestHandler, head: bool) -> None:
         path = unquote(urlsplit(req.path).path).lstrip("/")
         f = self.faults
+        if not head:
+            with self.lock:
+                stall = f.stall_once.pop(path, 0.0)
+            time.sleep(f.delay + stall)  # a stall longer than the client's timeout times out
         with self.lock:
             failing = f.fail_times.get(path, 0)
             if failing and not head:

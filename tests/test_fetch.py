@@ -412,3 +412,51 @@ def test_disk_full_names_the_path_and_keeps_part(tmp_path: Path, monkeypatch,
 def test_nothing_to_fetch_is_a_user_error(tmp_path: Path, monkeypatch, capsys) -> None:
     code, err = _run_cli(monkeypatch, capsys, "fetch", "--data-root", str(tmp_path))
     assert code == 2 and err.startswith("error: nothing to fetch")
+
+
+def test_read_timeout_is_retried(tmp_path: Path) -> None:
+    blob = _blob(20_000, seed=6)
+    with FileServer({"s.bin": blob}, Faults(stall_once={"s.bin": 1.0})) as srv:
+        m = _manifest(tmp_path, srv, [{"url": "s.bin", "path": "s.bin"}])
+        report = _fetch(tmp_path / "data", manifest=m, timeout=0.3)
+    (res,) = report.files
+    assert (res.status, res.attempts) == ("done", 2)
+    assert (tmp_path / "data/s.bin").read_bytes() == blob
+
+
+def test_downloads_run_in_parallel(tmp_path: Path) -> None:
+    files = {f"f{i}.bin": _blob(2_000, seed=i) for i in range(8)}
+    with FileServer(files, Faults(delay=0.1)) as srv:
+        m = _manifest(tmp_path, srv, [{"url": k, "path": k} for k in files])
+        report = _fetch(tmp_path / "data", manifest=m, connections=4)
+    assert report.counts["done"] == 8
+    assert srv.max_active == 4  # four connections busy at once, never more
+
+
+def test_corrupt_part_from_earlier_run_is_fetched_afresh(tmp_path: Path) -> None:
+    blob = _blob(30_000, seed=7)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "c.bin.part").write_bytes(b"\0" * 10_000)  # right length prefix, wrong bytes
+    with FileServer({"c.bin": blob}) as srv:
+        m = _manifest(tmp_path, srv, [{"url": "c.bin", "path": "c.bin", "sha256": _sha(blob)}])
+        report = _fetch(root, manifest=m)
+    (res,) = report.files
+    assert res.status == "done" and (root / "c.bin").read_bytes() == blob
+    assert [g.range for g in srv.gets("c.bin")] == ["bytes=10000-", None]
+    assert srv.served["c.bin"] == 20_000 + 30_000
+
+
+def test_progress_bar_and_plain_lines(tmp_path: Path, capsys, caplog) -> None:
+    blob = _blob(100_000, seed=8)
+    with FileServer({"p.bin": blob, "q.bin": blob}) as srv:
+        m = _manifest(tmp_path, srv, [{"url": "p.bin", "path": "p.bin"},
+                                      {"url": "q.bin", "path": "q.bin"}])
+        fetch(tmp_path / "a", manifest=m, progress=True)
+        bar = capsys.readouterr().err
+        with caplog.at_level("INFO", logger="mesodata"):
+            fetch(tmp_path / "b", manifest=m, progress=False, connections=1)
+    last = bar.split("\r")[-1]  # the bar's final state: bytes of both files, rate, files done
+    assert "195k/195k" in last and "B/s" in last and "files 2/2" in last
+    assert [r.getMessage() for r in caplog.records] == [
+        "[1/2] done p.bin (97.7 KiB)", "[2/2] done q.bin (97.7 KiB)"]
