@@ -749,6 +749,8 @@ def fetch(data_root: str | os.PathLike, work: str | os.PathLike | None = None, *
     terms = None
     if ff_server is not None:
         terms = ff_terms_url(ff_server)
+        # Always shown, agreed or not: the user should see which terms they accept.
+        log.info("FaceForensics++ terms of use: %s", terms)
         if not accept_terms:
             # Checked before any request: nothing is fetched without the owners' terms.
             raise UserError(f"FaceForensics++ may be downloaded only under its terms of use, "

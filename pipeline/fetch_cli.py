@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .fetch import COMPRESSIONS, FF_METHODS, fetch as run_fetch, ff_terms_url
+from .fetch import COMPRESSIONS, FF_METHODS, fetch as run_fetch
 
 
 @click.command("fetch")
@@ -58,9 +58,6 @@ def fetch(data_root: Path, work: Path | None, ff_server: str | None,
       mesodata fetch --data-root DATA --ff-server URL --accept-terms \\
           --ff-methods original,Deepfakes --limit 10
     """
-    if ff_server is not None:
-        # Always shown, agreed or not: the user should know which terms they accept.
-        click.echo(f"FaceForensics++ terms of use: {ff_terms_url(ff_server)}", err=True)
     report = run_fetch(data_root, work, ff_server=ff_server, ff_methods=ff_methods,
                        compression=compression, masks=masks, limit=limit,
                        accept_terms=accept_terms, manifest=manifest, connections=connections,

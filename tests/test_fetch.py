@@ -183,14 +183,16 @@ def test_limit_and_methods_plan(ff_files: dict[str, bytes]) -> None:
         parse_ff_methods("original,Deepfake")
 
 
-def test_refuses_without_accepting_terms(tmp_path: Path, ff_files, monkeypatch, capsys) -> None:
-    with FileServer(ff_files) as srv:
+def test_refuses_without_accepting_terms(tmp_path: Path, ff_files, monkeypatch, capsys,
+                                         caplog) -> None:
+    with FileServer(ff_files) as srv, caplog.at_level("INFO", logger="mesodata"):
         code, err = _run_cli(monkeypatch, capsys, "fetch", "--data-root", str(tmp_path),
                              "--ff-server", srv.url)
     terms = srv.url + "webpage/FaceForensics_TOS.pdf"
     assert code == 2
-    assert err.splitlines()[0] == f"FaceForensics++ terms of use: {terms}"
-    assert err.splitlines()[1].startswith("error: ") and "--accept-terms" in err
+    assert caplog.messages == [f"FaceForensics++ terms of use: {terms}"]
+    assert err == (f"error: FaceForensics++ may be downloaded only under its terms of use, "
+                   f"{terms}; read them, then rerun with --accept-terms\n")
     assert srv.hits == []  # nothing was asked of the server
     assert not (tmp_path / "FaceForensics++").exists()
 
@@ -200,10 +202,9 @@ def test_filelist_403_is_one_line_error(tmp_path: Path, ff_files, monkeypatch, c
     with FileServer(ff_files, faults) as srv:
         code, err = _run_cli(monkeypatch, capsys, "fetch", "--data-root", str(tmp_path),
                              "--ff-server", srv.url, "--accept-terms")
-    lines = err.strip().splitlines()
     assert code == 2
-    assert lines[-1].startswith(f"error: {srv.url}v3/misc/filelist.json answered HTTP 403")
-    assert len(lines) == 2  # the terms line and the error, no traceback
+    assert err == (f"error: {srv.url}v3/misc/filelist.json answered HTTP 403 Forbidden (is "
+                   f"--ff-server the URL you received with the terms of use?)\n")  # one line
 
 
 def test_404_for_one_video_rest_downloaded(tmp_path: Path, ff_files, monkeypatch,
@@ -460,3 +461,16 @@ def test_progress_bar_and_plain_lines(tmp_path: Path, capsys, caplog) -> None:
     assert "195k/195k" in last and "B/s" in last and "files 2/2" in last
     assert [r.getMessage() for r in caplog.records] == [
         "[1/2] done p.bin (97.7 KiB)", "[2/2] done q.bin (97.7 KiB)"]
+
+
+def test_manifest_stage_reads_the_fetched_tree(tmp_path: Path, ff_files) -> None:
+    """Cross-check with the FF++ source adapter: every fetched video becomes an ok row."""
+    ffpp = pytest.importorskip("pipeline.sources.ffpp")
+    root = tmp_path / "data"
+    with FileServer(ff_files) as srv:
+        _fetch(root, ff_server=srv.url, accept_terms=True, ff_methods=METHODS)
+    (root / "FaceForensics++/original_sequences/youtube/c23/videos/004.mp4.part").write_bytes(b"x")
+    listing = ffpp.list_source(root / "FaceForensics++", root)
+    fetched = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.mp4"))
+    assert sorted(r["path"] for r in listing.rows) == fetched  # the .part is not a video
+    assert {r["status"] for r in listing.rows} == {"ok"} and len(fetched) == 11
