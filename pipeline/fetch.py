@@ -151,11 +151,14 @@ class FetchReport:
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """Bytes for people: `812 B`, `4.7 KiB`, `1.2 GiB`."""
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         n /= 1024
-    return f"{n:.1f} GiB"  # unreachable; keeps type checkers calm
+        if n < 1024 or unit == "TiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def _redact(url: str) -> str:
@@ -766,7 +769,10 @@ def fetch(data_root: str | os.PathLike, work: str | os.PathLike | None = None, *
             items += ff_plan(ff_server, parse_ff_methods(ff_methods), compression, masks, limit,
                              session=session, timeout=timeout)
     _check_unique(items)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --data-root {root}: {exc.strerror or exc}") from exc
 
     opts = _Options(retries=retries, retry_wait=retry_wait, timeout=timeout)
     results = _run(items, root, opts, connections, progress)
