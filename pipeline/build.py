@@ -97,18 +97,27 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
               help="Hamming radius of the 64-bit pHash for near-duplicates (default: the stage's).")
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="all cores",
               help="Parallel units (processes).")
-@click.option("--fetch", "do_fetch", is_flag=True, help="Run `mesodata fetch` first (same options as fetch).")
+@click.option("--fetch", "do_fetch", is_flag=True,
+              help="Download first, as `mesodata fetch` does, with --ff-server/--fetch-manifest.")
+@click.option("--ff-server", metavar="URL", help="With --fetch: the FF++ server from your terms of use.")
+@click.option("--accept-terms", is_flag=True, help="With --fetch: you accept the FF++ terms of use.")
+@click.option("--fetch-manifest", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --fetch: your download manifest (CSV/Parquet: url, path, size, sha256).")
 def build(sources, data_root, work, source_root, compression, ff_splits, frames, every_seconds, stride,
           margin, verify, cascade, image_format, quality, decode_timeout, min_yield, radius, workers,
-          do_fetch):
+          do_fetch, ff_server, accept_terms, fetch_manifest):
     """Manifest of every video -> sampled frames -> 256x256 face crops -> dedupe.
 
     Each stage is cached in WORK: rerunning does only what is missing or stale, and a killed build
     resumes where it stopped.
     """
     if do_fetch:
-        raise UserError("--fetch: run `mesodata fetch` with your server or manifest first "
-                        "(its options do not fit in build's)")
+        from .fetch import fetch
+
+        report = fetch(data_root, work, ff_server=ff_server, compression=compression,
+                       accept_terms=accept_terms, manifest=fetch_manifest)
+        if report.failed:
+            raise UserError(f"--fetch: {report.summary()}; see {report.path}")
     faces_params = {"frames": frames, "every_seconds": every_seconds, "stride": stride, "margin": margin,
                     "verify": verify, "cascade": cascade, "image_format": image_format, "quality": quality,
                     "decode_timeout": decode_timeout, "min_yield": min_yield}
