@@ -117,7 +117,7 @@ def build(sources, data_root, work, source_root, compression, ff_splits, frames,
         report = fetch(data_root, work, ff_server=ff_server, compression=compression,
                        accept_terms=accept_terms, manifest=fetch_manifest)
         if report.failed:
-            raise UserError(f"--fetch: {report.summary()}; see {report.path}")
+            raise UserError(f"--fetch: {report.summary()}")
     faces_params = {"frames": frames, "every_seconds": every_seconds, "stride": stride, "margin": margin,
                     "verify": verify, "cascade": cascade, "image_format": image_format, "quality": quality,
                     "decode_timeout": decode_timeout, "min_yield": min_yield}

@@ -1,0 +1,143 @@
+"""The staged runner: fingerprints, atomic parts, resume, locks, schema checks on write."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import atomic, schema
+from pipeline.errors import UserError
+from pipeline.runner import Lock, Stage, Unit, Work, map_units, part_name, read_parts, summarize
+
+
+def square(n: int) -> pa.Table:
+    if n < 0:
+        raise ValueError("negative unit")
+    return pa.table({"n": [n], "sq": [n * n]})
+
+
+def test_units_resume_and_keep_order(tmp_path):
+    work = Work(tmp_path)
+    stage = Stage("toy", "1", {"k": 1})
+    parts = work.parts_dir(stage, work.fingerprint(stage))
+    units = [Unit(f"u{i}", i) for i in range(6)]
+    first = map_units(square, units[:4], parts, artifact=None, workers=2, desc="toy")
+    assert summarize(first) == {"units": 4, "computed": 4, "resumed": 0}
+    second = map_units(square, units, parts, artifact=None, workers=2, desc="toy")
+    assert summarize(second) == {"units": 6, "computed": 2, "resumed": 4}
+    assert read_parts(parts, [u.key for u in units]).column("sq").to_pylist() == [0, 1, 4, 9, 16, 25]
+
+
+def test_a_failing_unit_leaves_no_part(tmp_path):
+    work = Work(tmp_path)
+    stage = Stage("toy", "1")
+    parts = work.parts_dir(stage, work.fingerprint(stage))
+    with pytest.raises(ValueError):
+        map_units(square, [Unit("bad", -1)], parts, artifact=None, workers=1, desc="toy")
+    assert not (parts / part_name("bad")).exists()
+    assert [p.name for p in parts.iterdir()] == ["_fingerprint"]
+
+
+def test_fingerprint_changes_with_params_and_upstream(tmp_path):
+    work = Work(tmp_path)
+    a = Stage("a", "1", {"x": 1})
+    (tmp_path / "a.txt").write_text("a")
+    work.record(a, ["a.txt"], {})
+    b = Stage("b", "1", {"y": 2}, upstream=("a",))
+    fp_b = work.fingerprint(b)
+    assert work.fingerprint(Stage("b", "1", {"y": 3}, upstream=("a",))) != fp_b
+    assert work.fingerprint(Stage("b", "2", {"y": 2}, upstream=("a",))) != fp_b
+    work.record(Stage("a", "1", {"x": 2}), ["a.txt"], {})  # upstream redone with another parameter
+    assert work.fingerprint(b) != fp_b
+    with pytest.raises(UserError, match="stage 'zzz' has not run"):
+        work.fingerprint(Stage("c", "1", upstream=("zzz",)))
+
+
+def test_parts_of_another_fingerprint_are_discarded(tmp_path):
+    work = Work(tmp_path)
+    stage = Stage("toy", "1")
+    parts = work.parts_dir(stage, "fp-one")
+    (parts / part_name("u0")).write_bytes(b"old")
+    assert (work.parts_dir(stage, "fp-one") / part_name("u0")).exists()
+    assert not (work.parts_dir(stage, "fp-two") / part_name("u0")).exists()
+
+
+def test_record_and_status(tmp_path):
+    work = Work(tmp_path)
+    pq.write_table(pa.table({"n": [1, 2, 3]}), tmp_path / "out.parquet")
+    a = Stage("a", "1", {"x": 1})
+    state = work.record(a, ["out.parquet"], {"rows": 3})
+    assert state["outputs"]["out.parquet"]["rows"] == 3
+    assert work.is_fresh(a) and not work.is_fresh(Stage("a", "1", {"x": 2}))
+    assert [r["status"] for r in work.status(["a", "b"])] == ["done", "missing"]
+    (tmp_path / "out.parquet").unlink()
+    assert work.status(["a"])[0]["status"] == "stale"
+    (tmp_path / ".state/a.json").write_text("{not json")
+    assert work.state("a") is None  # a corrupt state entry is a miss, not a crash
+
+
+def test_atomic_write_never_leaves_a_complete_looking_file(tmp_path):
+    target = tmp_path / "t.parquet"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_names_the_path(tmp_path):
+    target = tmp_path / "out.json"
+    os.symlink("/dev/full", tmp_path / "full")
+
+    def fill(path):
+        with open(tmp_path / "full", "wb") as f:
+            f.write(b"x" * 10)
+            f.flush()
+
+    with pytest.raises(UserError, match=f"no space left on device while writing {target}"):
+        with atomic.atomic_path(target) as tmp:
+            fill(tmp)
+    assert not target.exists()
+    assert errno.ENOSPC  # the simulated error is the real errno from /dev/full
+
+
+def test_schema_conform_checks_on_write():
+    names = schema.load("manifest").names
+    row = {n: None for n in names} | {"source": "dfdc", "video_id": "v", "path": "p", "method": "m",
+                                      "group": "g", "status": "ok", "label": 1, "extra": "dropped"}
+    out = schema.conform(pa.Table.from_pylist([row]), "manifest")
+    assert out.schema.names == names and out.schema.field("label").type == pa.int8()
+    with pytest.raises(ValueError, match="manifest: .*'group'"):
+        schema.conform(pa.Table.from_pylist([row | {"group": None}]), "manifest")
+    with pytest.raises(ValueError, match="lacks column"):
+        schema.conform(pa.table({"source": ["x"]}), "manifest")
+    with pytest.raises(ValueError, match="manifest"):
+        schema.conform(pa.Table.from_pylist([row | {"label": "fake"}]), "manifest")
+
+
+def test_schema_types_parse():
+    assert schema.parse_type("struct<bytes: binary, path: string>") == pa.struct(
+        [pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+    assert schema.parse_type("list<int32>") == pa.list_(pa.int32())
+    with pytest.raises(ValueError):
+        schema.parse_type("complex128")
+
+
+def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+    work = Work(tmp_path)
+    with Lock(work):
+        with pytest.raises(UserError, match="is in use by process"):
+            with Lock(work):
+                pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
+    with Lock(work):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / ".lock").exists()
