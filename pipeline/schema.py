@@ -59,7 +59,7 @@ def conform(table: pa.Table, name: str) -> pa.Table:
     table = table.select(schema.names)
     try:
         table = table.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    except (ValueError, pa.ArrowNotImplementedError) as exc:  # ArrowInvalid is a ValueError
         raise ValueError(f"{name}: {exc}") from exc
     for field in schema:
         if not field.nullable and table.column(field.name).null_count:
