@@ -11,7 +11,7 @@ import click
 
 from .errors import UserError
 from .report import print_table
-from .runner import Lock, Work
+from .runner import Lock, Work, make_executor
 
 log = logging.getLogger("mesodata")
 
@@ -97,6 +97,10 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
               help="Hamming radius of the 64-bit pHash for near-duplicates (default: the stage's).")
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="all cores",
               help="Parallel units (processes).")
+@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: joblib processes; dask: a Dask cluster (see --scheduler).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="With --backend dask: an existing scheduler (tcp://host:8786); default: a local cluster.")
 @click.option("--fetch", "do_fetch", is_flag=True,
               help="Download first, as `mesodata fetch` does, with --ff-server/--fetch-manifest.")
 @click.option("--ff-server", metavar="URL", help="With --fetch: the FF++ server from your terms of use.")
@@ -105,7 +109,7 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
               help="With --fetch: your download manifest (CSV/Parquet: url, path, size, sha256).")
 def build(sources, data_root, work, source_root, compression, ff_splits, frames, every_seconds, stride,
           margin, verify, cascade, image_format, quality, decode_timeout, min_yield, radius, workers,
-          do_fetch, ff_server, accept_terms, fetch_manifest):
+          backend, scheduler, do_fetch, ff_server, accept_terms, fetch_manifest):
     """Manifest of every video -> sampled frames -> 256x256 face crops -> dedupe.
 
     Each stage is cached in WORK: rerunning does only what is missing or stale, and a killed build
@@ -124,9 +128,13 @@ def build(sources, data_root, work, source_root, compression, ff_splits, frames,
     dedupe_params = {} if radius is None else {"radius": radius}
     w = Work(work)
     with Lock(w):
-        run_build(w, data_root, parse_sources(sources), overrides=parse_overrides(source_root),
-                  compression=compression, ff_splits=ff_splits, faces_params=faces_params,
-                  dedupe_params=dedupe_params, workers=workers)
+        executor = make_executor(backend, workers, scheduler)
+        try:
+            run_build(w, data_root, parse_sources(sources), overrides=parse_overrides(source_root),
+                      compression=compression, ff_splits=ff_splits, faces_params=faces_params,
+                      dedupe_params=dedupe_params, workers=workers, executor=executor)
+        finally:
+            executor.close()
 
 
 @click.command()

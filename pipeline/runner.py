@@ -260,8 +260,54 @@ class LocalExecutor:
         par = Parallel(n_jobs=self.workers, return_as="generator_unordered", batch_size=1)
         return par(delayed(fn)(*j) for j in jobs)
 
+    def close(self) -> None:
+        pass
 
-Executor = LocalExecutor
+
+class DaskExecutor:
+    """Units as Dask tasks on an existing cluster (`scheduler` address) or a local one started here.
+
+    Each task writes its own part into the work dir, which every worker must see; only the small
+    summary dict travels back to the client.
+    """
+
+    def __init__(self, workers: int, scheduler: str | None = None):
+        from dask.distributed import Client, LocalCluster
+
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        if scheduler:
+            self.client = Client(scheduler)
+            self.cluster = None
+        else:
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+
+    def map(self, fn, jobs):
+        from dask.distributed import as_completed
+
+        # pure=False: a unit whose part was deleted must run again, not come from Dask's cache
+        futures = [self.client.submit(fn, *j, pure=False) for j in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+Executor = LocalExecutor | DaskExecutor
+
+
+def make_executor(backend: str, workers: int, scheduler: str | None = None):
+    if backend == "local":
+        if scheduler:
+            raise UserError("--scheduler needs --backend dask")
+        return LocalExecutor(workers)
+    if backend == "dask":
+        return DaskExecutor(workers, scheduler)
+    raise UserError(f"--backend must be local or dask, got {backend!r}")
 
 
 def read_parts(parts_dir: Path, keys: Sequence[str]) -> pa.Table:
