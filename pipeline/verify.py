@@ -1,0 +1,75 @@
+"""`mesodata verify`: re-read every artifact a stage recorded and check it is what was written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import schema
+from .errors import UserError
+from .report import print_table
+from .runner import STATE_DIR, Work, sha256_file
+
+
+def check_file(work: Work, rel: str, recorded: dict) -> str | None:
+    """None when `rel` matches its record (bytes, sha256, rows, schema), else what is wrong."""
+    path = work.path(rel)
+    if not path.exists():
+        return "missing"
+    if path.stat().st_size != recorded["bytes"]:
+        return f"size {path.stat().st_size} bytes, recorded {recorded['bytes']}"
+    if sha256_file(path) != recorded["sha256"]:
+        return "content hash differs from the one recorded"
+    if path.suffix == ".parquet":
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            return f"unreadable Parquet ({exc})"
+        if "rows" in recorded and table.num_rows != recorded["rows"]:
+            return f"{table.num_rows} rows, recorded {recorded['rows']}"
+        artifact = (table.schema.metadata or {}).get(b"mesodata.artifact")
+        if artifact:
+            expected = schema.load(artifact.decode())
+            if not table.schema.remove_metadata().equals(expected.remove_metadata()):
+                return f"schema differs from schemas/{artifact.decode()}.yaml"
+    return None
+
+
+def verify_work(work: Work) -> list[dict]:
+    """One row per recorded output: stage, file, ok or the problem."""
+    states = sorted(work.path(STATE_DIR).glob("*.json"))
+    if not states:
+        raise UserError(f"nothing to verify in {work.root}: no stage has finished there")
+    rows = []
+    for state_path in states:
+        try:
+            state = json.loads(state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            rows.append({"stage": state_path.stem, "file": str(state_path.relative_to(work.root)),
+                         "problem": "corrupt stage record"})
+            continue
+        for rel, recorded in state.get("outputs", {}).items():
+            rows.append({"stage": state["stage"], "file": rel, "problem": check_file(work, rel, recorded)})
+    return rows
+
+
+@click.command()
+@click.option("--work", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--all", "show_all", is_flag=True, help="List every file, not only the bad ones.")
+def verify(work: Path, show_all: bool) -> None:
+    """Re-read every artifact in WORK: schemas, row counts and content hashes recorded by the stages.
+
+    Exits 1 when anything is corrupt or missing.
+    """
+    rows = verify_work(Work(work))
+    bad = [r for r in rows if r["problem"]]
+    shown = rows if show_all else bad
+    if shown:
+        print_table("Artifacts", [{**r, "problem": r["problem"] or "ok"} for r in shown], ["stage", "file", "problem"])
+    click.echo(f"{len(rows) - len(bad)} of {len(rows)} artifacts verified" + (f"; {len(bad)} bad" if bad else ""))
+    if bad:
+        raise SystemExit(1)
