@@ -354,8 +354,17 @@ def test_dataset_info_counts_match_the_shards(built):
     assert d["duplicate (dedupe kept=false)"] == 1 and d["no split (video unassigned)"] == 3
     card = work.path(shards.CARD).read_text()
     assert card.startswith("---\nconfigs:") and "test_perturbed" in card
-    for c in info["counts"][:5]:
-        assert f"{c['split']}" in card and c["augmentation"] in card
+    table = [line.split() for line in card.split("## Rows per split")[1].split("## Augmentations")[0].splitlines()
+             if line.split() and line.split()[0] in info["splits"]]
+    want = Counter()
+    for c in info["counts"]:
+        want[(c["split"], c["source"], str(c["label"]), "o" if c["augmentation"] == "none" else "c")] += c["rows"]
+    got = Counter()
+    for split, source, label, originals, copies, rows in table:
+        got[(split, source, label, "o")] += int(originals)
+        got[(split, source, label, "c")] += int(copies)
+        assert int(rows) == int(originals) + int(copies)
+    assert +got == +want
 
 
 # --- parameters and presets --------------------------------------------------------------------------

@@ -451,9 +451,12 @@ Upstream: {", ".join(f"{k} `{(v or '')[:16]}`" for k, v in info['upstream'].item
 
 {format_table(split_rows, ["split", "rows", "shards", "MB"])}
 
-## Rows per split, source, label and augmentation
+## Rows per split, source and label
 
-{format_table(info["counts"], ["split", "source", "label", "augmentation", "rows"])}
+`originals` are the crops as cut (`augmentation` = `none`), `copies` their augmented or perturbed
+copies; `dataset_info.json` splits the copies by augmentation.
+
+{format_table(_card_counts(info["counts"]), ["split", "source", "label", "originals", "copies", "rows"])}
 
 ## Augmentations
 
@@ -468,6 +471,16 @@ a hash of (seed, video_id, frame_index, transform name).
 {info['selection']['faces_rows']} face rows upstream, {info['selection']['selected']} shipped as originals.
 Left out: {dropped}.
 """
+
+
+def _card_counts(counts: list[dict]) -> list[dict]:
+    out: dict[tuple, dict] = {}
+    for c in counts:
+        row = out.setdefault((c["split"], c["source"], c["label"]), {
+            "split": c["split"], "source": c["source"], "label": c["label"], "originals": 0, "copies": 0, "rows": 0})
+        row["originals" if c["augmentation"] == "none" else "copies"] += c["rows"]
+        row["rows"] += c["rows"]
+    return list(out.values())
 
 
 def _print_report(info: dict) -> None:
