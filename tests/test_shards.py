@@ -400,3 +400,17 @@ def test_preset_file_and_bad_parameters(tmp_path):
 def test_missing_upstream_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="has not run"):
         shards.run(Work(tmp_path), PARAMS, workers=1)
+
+
+def test_enough_shards_for_every_loader_worker(tmp_path):
+    """However large shard_size, a split with the rows for it gets min_shards shards of whole row groups."""
+    work = build_upstream(tmp_path / "w")
+    shards.run(work, {**PARAMS, "shard_size": 1 << 30, "min_shards": 8, "row_group_rows": 8}, workers=1)
+    train = shards.shard_files(work, "train")
+    n = len(expected_originals()["train"]) * 9
+    assert n // 8 >= 8 and len(train) == 8  # enough rows for a row group per shard, so the full 8
+    rows = [pq.ParquetFile(f).metadata.num_rows for f in train]
+    assert sum(rows) == n and min(rows) >= 8 and max(rows) - min(rows) <= 9  # balanced by whole crops
+    assert len(shards.shard_files(work, "val")) == 1  # 6 rows: not one row group per shard, so one file
+    info = json.loads(work.path(shards.INFO).read_text())
+    assert info["splits"]["train"]["shards"] == 8 and info["sizing"]["min_shards"] == 8

@@ -405,6 +405,8 @@ def _dataset_info(work: Work, stage: Stage, fp: str, info: dict, summary: pa.Tab
         "augmentations": info["preset"],
         "upstream": {name: (work.state(name) or {}).get("fingerprint") for name in UPSTREAM},
         "selection": {k: info[k] for k in ("faces_rows", "selected", "dropped")},
+        "sizing": {"shard_size": p["shard_size"], "estimated_bytes_per_image": info["estimated_image_bytes"],
+                   "row_group_rows": p["row_group_rows"], "min_shards": p["min_shards"]},
         "rows": sum(s["rows"] for s in splits.values()),
         "splits": splits,
         "counts": [{"split": s, "source": src, "label": int(lab), "augmentation": aug, "rows": n}
