@@ -103,6 +103,10 @@ def build_upstream(root: Path, videos=VIDEOS, tag: str = "v1") -> Work:
         pq.write_table(t, work.path(rel))
         outs.append(rel)
         split.append({"video_id": vid, "group": f"g-{vid.split('/')[-1]}", "split": sp})
+    # the faces stage's index of its parts (as pipeline/stages/faces.py writes it)
+    work.path("faces", "_index.json").write_text(json.dumps({"parts": [
+        {"video_id": v[0], "part": Path(o).name} for v, o in zip(videos, outs)]}))
+    outs.append("faces/_index.json")
     pq.write_table(pa.Table.from_pylist(dedupe), work.path("dedupe.parquet"))
     pq.write_table(pa.Table.from_pylist(split, schema=pa.schema([
         ("video_id", pa.string()), ("group", pa.string()), ("split", pa.string())])), work.path("split.parquet"))
@@ -233,6 +237,7 @@ def test_originals_pass_through_and_aug_params_replay(built):
     """Originals keep the faces' bytes; every copy is its original under the recorded transform."""
     work, _ = built
     faces = pa.concat_tables([pq.read_table(p) for p in sorted(work.path("faces").glob("*.parquet"))])
+    assert faces.num_rows == sum(v[5] for v in VIDEOS)
     src = {(v, f): img["bytes"] for v, f, img in zip(faces["video_id"].to_pylist(), faces["frame_index"].to_pylist(),
                                                       faces["image"].to_pylist()) if img}
     t = shards.read(work, "train").to_pylist()
@@ -414,3 +419,35 @@ def test_enough_shards_for_every_loader_worker(tmp_path):
     assert len(shards.shard_files(work, "val")) == 1  # 6 rows: not one row group per shard, so one file
     info = json.loads(work.path(shards.INFO).read_text())
     assert info["splits"]["train"]["shards"] == 8 and info["sizing"]["min_shards"] == 8
+
+
+def test_faces_index_is_followed_and_checked(tmp_path):
+    work = build_upstream(tmp_path / "w")
+    index = json.loads(work.path("faces", "_index.json").read_text())
+    # without the index, the parts in faces/ are found all the same
+    work.path("faces", "_index.json").unlink()
+    a = shards.plan(work, PARAMS)[1]
+    work.path("faces", "_index.json").write_text(json.dumps(index))
+    b = shards.plan(work, PARAMS)[1]
+    assert [u.payload["rows"] for u in a] == [u.payload["rows"] for u in b] and len(a) >= 3
+    # a part the index names but that is gone is a user error naming it
+    gone = work.path("faces", index["parts"][0]["part"])
+    gone.unlink()
+    with pytest.raises(UserError, match=gone.name):
+        shards.plan(work, PARAMS)
+
+
+def test_recorded_shards_pass_verify(built):
+    from pipeline.verify import check_file
+
+    work, state = built
+    assert sum(rel.endswith(".parquet") for rel in state["outputs"]) >= 8
+    for rel, recorded in state["outputs"].items():
+        assert check_file(work, rel, recorded) is None, rel
+    assert pq.read_schema(work.path(next(iter(state["outputs"])))).metadata[b"mesodata.artifact"] == b"shards"
+    # and a shard changed behind the stage's back is caught
+    victim = next(rel for rel in state["outputs"] if rel.endswith(".parquet"))
+    t = pq.read_table(work.path(victim))
+    copy = work.path("tampered.parquet")
+    pq.write_table(t.slice(1), copy)
+    assert check_file(work, "tampered.parquet", state["outputs"][victim]) is not None

@@ -111,7 +111,18 @@ def _stage(p: dict, preset: dict) -> Stage:
 
 # --- reading the upstream tables -----------------------------------------------------------------
 def _faces_files(work: Work) -> list[Path]:
-    """The faces stage's Parquet files: its recorded outputs under faces/, else every part there."""
+    """The faces stage's Parquet parts: those its index lists (faces/_index.json, in its order),
+    else its recorded Parquet outputs under faces/, else every part there."""
+    index = work.path("faces", "_index.json")
+    if index.exists():
+        try:
+            files = [work.path("faces", e["part"]) for e in json.loads(index.read_text())["parts"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{index} is corrupt ({exc}): rerun `mesodata build`") from exc
+        missing = [f for f in files if not f.exists()]
+        if missing:
+            raise UserError(f"face part {missing[0]} is missing: rerun `mesodata build` to redo it")
+        return files
     st = work.state("faces") or {}
     files = sorted(work.path(o) for o in st.get("outputs", {})
                    if o.endswith(".parquet") and Path(o).parts[0] == "faces")
