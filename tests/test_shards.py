@@ -405,6 +405,12 @@ def test_preset_file_and_bad_parameters(tmp_path):
 def test_missing_upstream_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="has not run"):
         shards.run(Work(tmp_path), PARAMS, workers=1)
+    # every video unassigned: nothing to ship is said in one line, with the reasons
+    videos = [(v, s, l, m, None, n) for v, s, l, m, _, n in VIDEOS]
+    work = build_upstream(tmp_path / "w", videos)
+    with pytest.raises(UserError, match=r"no face crops to ship.*no split \(video unassigned\): \d+"):
+        shards.run(work, PARAMS, workers=1)
+    assert not work.path("shards").exists() and work.state("shards") is None
 
 
 def test_enough_shards_for_every_loader_worker(tmp_path):

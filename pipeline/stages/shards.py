@@ -187,6 +187,10 @@ def _selection(work: Work):
     bad = sorted(set(rows["split"]) - set(SPLITS))
     if bad:
         raise UserError(f"split.parquet holds split {bad[0]!r}; expected one of {', '.join(SPLITS)}")
+    if rows.empty:
+        why = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "no rows"
+        raise UserError(f"no face crops to ship: of {len(faces)} faces rows upstream none is a kept face "
+                        f"of a video with a split ({why}); see reports/faces.json")
     rows = rows.sort_values(["video_id", "frame_index"], kind="stable").reset_index(drop=True)
     row_bytes = image_bytes / n_face_rows if n_face_rows and image_bytes else _FALLBACK_ROW_BYTES
     info = {"faces_rows": int(len(faces)), "selected": int(len(rows)), "dropped": dropped,
