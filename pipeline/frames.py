@@ -1,0 +1,180 @@
+"""Frame-exact sampling of a video: plan which frames to take, decode just those, on a deadline.
+
+OpenCV's `CAP_PROP_POS_FRAMES` seek lands on the wrong frame of H.264 streams with B-frames, so
+frames are decoded sequentially with PyAV and numbered in presentation order as the decoder
+returns them: frame `i` is the `i`-th frame out of the decoder, the same count the manifest's
+`frames` column holds. Decoding stops after the last wanted frame, and only wanted frames are
+handed on (the caller converts them; nothing else is ever turned into an array).
+
+A decoder stuck in a blocking read (a stalled network file system, a FIFO that never fills) is
+abandoned at the deadline: SIGALRM interrupts the read and PyAV's interrupt callback aborts it.
+A decoder spinning inside C code cannot be interrupted in-process; the deadline is still checked
+between frames, so a merely slow decode stops at the next frame.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import av
+
+__all__ = ["plan_indices", "count_frames", "DecodeTimeout", "Deadline", "SampledFrame", "FrameSampler"]
+
+
+def plan_indices(n_frames: int, fps: float | None = None, *, frames: int | None = 32,
+                 every_seconds: float | None = None, stride: int | None = None) -> list[int]:
+    """The frame indices to sample from a video of `n_frames` frames, sorted and unique.
+
+    `stride=K` takes frames 0, K, 2K, ...; `every_seconds=S` one frame every S seconds (needs
+    `fps`); otherwise `frames=N` indices evenly spaced from the first to the last frame (all
+    frames when the video has fewer than N).
+    """
+    if n_frames <= 0:
+        return []
+    if stride is not None and every_seconds is not None:
+        raise ValueError("give at most one of stride and every_seconds")
+    if stride is not None:
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        return list(range(0, n_frames, int(stride)))
+    if every_seconds is not None:
+        if not every_seconds > 0:
+            raise ValueError(f"every_seconds must be > 0, got {every_seconds}")
+        if not fps or fps <= 0 or not math.isfinite(fps):
+            raise ValueError("every_seconds needs the video's frame rate, which is unknown")
+        step = every_seconds * fps
+        count = int(math.floor((n_frames - 1) / step + 1e-9)) + 1
+        return sorted({min(n_frames - 1, int(round(k * step))) for k in range(count)})
+    if frames is None or frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if n_frames <= frames:
+        return list(range(n_frames))
+    if frames == 1:
+        return [0]
+    return sorted({int(round(k * (n_frames - 1) / (frames - 1))) for k in range(frames)})
+
+
+def count_frames(path: str, timeout: float | None = None) -> int:
+    """Frames in the first video stream, counted by demuxing (no decoding): for files whose
+    header does not say."""
+    with av.open(path, metadata_errors="ignore", timeout=timeout) as container:
+        stream = container.streams.video[0]
+        return sum(1 for p in container.demux(stream) if p.size)
+
+
+class DecodeTimeout(Exception):
+    """A video's decoding ran past its deadline."""
+
+
+class Deadline:
+    """`with Deadline(seconds) as d:` ... `d.check()` between frames raises DecodeTimeout once the
+    time is up. In the main thread, SIGALRM also fires at the deadline (and every second after)
+    to break a read that blocks; elsewhere only `check()` applies."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.end = math.inf if seconds is None else time.monotonic() + seconds
+        self._old = None
+        self._armed = False
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.end
+
+    def check(self) -> None:
+        if self.expired():
+            raise DecodeTimeout(f"decoding abandoned after the {self.seconds:g} s decode timeout")
+
+    def _on_alarm(self, signum, frame):
+        if self._armed:
+            self.check()
+
+    def __enter__(self) -> "Deadline":
+        if self.seconds is not None and threading.current_thread() is threading.main_thread():
+            try:
+                self._old = signal.signal(signal.SIGALRM, self._on_alarm)
+            except ValueError:  # not allowed here (e.g. an embedded interpreter)
+                self._old = None
+            else:
+                self._armed = True
+                signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 1e-3), 1.0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._armed:
+            self._armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old if self._old is not None else signal.SIG_DFL)
+
+
+@dataclass
+class SampledFrame:
+    index: int  # presentation order, from 0
+    timestamp: float | None  # seconds, from the frame's own pts
+    frame: av.VideoFrame
+
+
+class FrameSampler:
+    """Iterate the wanted frames of a video, exactly, decoding no further than the last one.
+
+    After iteration: `decoded` frames came out of the decoder; `error` says why decoding stopped
+    early (None when it did not fail); `ended` is True when the stream ran out before the last
+    wanted frame (a truncated file, or a frame count that overstated the stream).
+    """
+
+    def __init__(self, path: str, indices: Sequence[int], *, deadline: Deadline | None = None,
+                 threads: bool = True):
+        self.path = path
+        self.indices = sorted(set(int(i) for i in indices))
+        self.deadline = deadline or Deadline(None)
+        self.threads = threads
+        self.decoded = 0
+        self.error: str | None = None
+        self.ended = False
+        self.width = self.height = None
+        self.fps: float | None = None
+
+    def __iter__(self) -> Iterator[SampledFrame]:
+        if not self.indices:
+            return
+        wanted = iter(self.indices)
+        nxt = next(wanted)
+        last = self.indices[-1]
+        timeout = None if self.deadline.seconds is None else self.deadline.seconds
+        try:
+            with av.open(self.path, metadata_errors="ignore", timeout=timeout) as container:
+                if not container.streams.video:
+                    self.error = "no video stream"
+                    return
+                stream = container.streams.video[0]
+                if self.threads:
+                    stream.thread_type = "AUTO"
+                rate = stream.average_rate or stream.guessed_rate
+                self.fps = float(rate) if rate else None
+                tb = stream.time_base
+                for frame in container.decode(stream):
+                    i = self.decoded
+                    self.decoded += 1
+                    self.deadline.check()
+                    if i == nxt:
+                        self.width, self.height = frame.width, frame.height
+                        ts = float(frame.pts * tb) if frame.pts is not None and tb else (
+                            i / self.fps if self.fps else None)
+                        yield SampledFrame(i, ts, frame)
+                        if i >= last:
+                            return
+                        nxt = next(wanted)
+                self.ended = True
+        except DecodeTimeout as exc:
+            self.error = f"{exc} (at frame {self.decoded})"
+        except (av.FFmpegError, OSError, ValueError, EOFError, IndexError, ZeroDivisionError, MemoryError) as exc:
+            if self.deadline.expired():  # PyAV's interrupt callback turned the alarm into an FFmpeg error
+                self.error = (f"decoding abandoned after the {self.deadline.seconds:g} s decode timeout "
+                              f"(at frame {self.decoded})")
+            else:
+                reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                self.error = f"{type(exc).__name__} at frame {self.decoded}: {reason}"

@@ -1,0 +1,451 @@
+"""Stage 2: frames and faces. Per manifest video, sample frames exactly and cut one 256x256 face
+crop per frame (Viola-Jones on a small grayscale copy, a face track, optional dlib check).
+
+One unit per video, one Parquet part per video under WORK/faces/, one row per sampled frame —
+also for frames without a face and for videos that could not be decoded (status + reason).
+`read(work)` gives every part in manifest order; `extract_faces(path, params)` does the same
+work on a single new video (for `mesodata predict`).
+
+Per video, the main thread decodes (pipeline.frames) while one helper thread detects, crops,
+verifies and encodes the wanted frames (pipeline.detect): on small videos decoding leaves a core
+idle, so the face work runs beside it instead of after it.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import atomic, schema
+from ..detect import DetectParams, FaceCropper, resolve_cascade
+from ..errors import UserError
+from ..frames import Deadline, DecodeTimeout, FrameSampler, count_frames, plan_indices
+from ..runner import Stage, Unit, Work, map_units, part_name, summarize
+
+__all__ = ["run", "read", "iter_parts", "extract_faces", "normalize_params", "DEFAULTS", "STATUSES"]
+
+log = logging.getLogger("mesodata")
+
+NAME = "faces"
+VERSION = "1"
+FOLDER = "faces"
+INDEX = "faces/_index.json"
+REPORT = "reports/faces.json"
+SIZE = 256
+STATUSES = ("face", "no_face", "rejected", "truncated", "decode_error")
+MANIFEST_COLUMNS = ("source", "label", "method", "group")
+QUEUE = 3  # decoded frames waiting for the face thread (bounds memory: a few frames, never the video)
+
+DEFAULTS: dict[str, Any] = {
+    "frames": 32, "every_seconds": None, "stride": None, "margin": 1.3, "verify": "dlib",
+    "cascade": "haarcascade_frontalface_default.xml", "image_format": "png", "quality": 95,
+    "decode_timeout": 300.0, "min_yield": 0.5,
+    # Viola-Jones settings (recorded in the stage state and report; not on the command line)
+    "scale_factor": 1.1, "min_neighbors": 5, "min_size": 24, "detect_width": 320,
+    "verify_threshold": -0.5,  # added to dlib's HOG threshold when checking a crop (see detect.Verifier)
+    "contact_sheet": 8,  # crops per label row on each source's contact sheet
+    "seed": 0,
+}
+# What does not change a video's rows: changing these redoes the report, not the parts.
+_REPORT_ONLY = ("min_yield", "contact_sheet", "seed", "decode_timeout")
+
+
+def _bad(name: str, want: str, got) -> UserError:
+    return UserError(f"The {name!r} parameter of faces must be {want}. Got {got!r} instead.")
+
+
+def normalize_params(params: dict | None) -> dict:
+    """The full parameter set (defaults filled in), checked; raises UserError naming the bad one."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown faces parameter(s) {unknown}; known: {', '.join(DEFAULTS)}")
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None or k in ("every_seconds", "stride")}}
+
+    def number(name, kind, lo, lo_open=False):
+        v = p[name]
+        try:
+            v = kind(v)
+        except (TypeError, ValueError):
+            raise _bad(name, f"a {kind.__name__} in the range {'(' if lo_open else '['}{lo}, inf)", p[name])
+        if v < lo or (lo_open and v == lo) or (kind is float and not np.isfinite(v)):
+            raise _bad(name, f"a {kind.__name__} in the range {'(' if lo_open else '['}{lo}, inf)", p[name])
+        p[name] = v
+
+    number("frames", int, 1)
+    number("margin", float, 1.0)
+    number("decode_timeout", float, 0.0, lo_open=True)
+    number("min_yield", float, 0.0)
+    number("scale_factor", float, 1.0, lo_open=True)
+    number("min_neighbors", int, 0)
+    number("min_size", int, 1)
+    number("detect_width", int, 32)
+    number("contact_sheet", int, 0)
+    try:
+        p["verify_threshold"] = float(p["verify_threshold"])
+    except (TypeError, ValueError):
+        raise _bad("verify_threshold", "a float", p["verify_threshold"]) from None
+    number("seed", int, 0)
+    if p["stride"] is not None:
+        number("stride", int, 1)
+    if p["every_seconds"] is not None:
+        number("every_seconds", float, 0.0, lo_open=True)
+    if p["stride"] is not None and p["every_seconds"] is not None:
+        raise UserError("give at most one of --stride and --every-seconds")
+    if p["verify"] in (None, False, "", "none"):
+        p["verify"] = "none"
+    if p["verify"] not in ("dlib", "none"):
+        raise _bad("verify", "'dlib' or 'none'", p["verify"])
+    if p["image_format"] == "jpg":
+        p["image_format"] = "jpeg"
+    if p["image_format"] not in ("png", "jpeg"):
+        raise _bad("image_format", "'png' or 'jpeg'", p["image_format"])
+    number("quality", int, 1)
+    if p["quality"] > 100:
+        raise _bad("quality", "an int in the range [1, 100]", p["quality"])
+    try:
+        resolve_cascade(str(p["cascade"]))
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    return p
+
+
+def _parts_fingerprint(p: dict) -> str:
+    """What a video's rows depend on: this code's version and the extraction parameters (the
+    cascade by content). The manifest is not in it: a changed or new video only changes its own
+    unit key, so adding videos never redoes the others."""
+    from ..runner import sha256_file
+
+    keep = {k: v for k, v in p.items() if k not in _REPORT_ONLY}
+    keep["cascade_sha256"] = sha256_file(resolve_cascade(str(p["cascade"])))
+    blob = json.dumps({"stage": NAME, "version": VERSION, "params": keep}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- one video ------------------------------------------------------------------------------
+def _row(index, *, status, error=None, timestamp=None) -> dict:
+    return {"frame_index": index, "timestamp": timestamp, "status": status, "error": error,
+            "bbox": None, "crop": None, "verified": None, "image": None}
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _cropper(p: dict) -> FaceCropper:
+    dp = DetectParams(scale_factor=p["scale_factor"], min_neighbors=p["min_neighbors"],
+                      min_size=p["min_size"], detect_width=p["detect_width"])
+    return FaceCropper(str(p["cascade"]), margin=p["margin"], size=SIZE, verify=p["verify"],
+                       image_format=p["image_format"], quality=p["quality"], params=dp,
+                       verify_threshold=p["verify_threshold"])
+
+
+def extract_rows(path: str, n_frames: int | None, fps: float | None, p: dict, image_prefix: str = "") -> list[dict]:
+    """The rows of one video (no manifest columns): plan, decode exactly, detect, crop, encode."""
+    if n_frames is None or n_frames <= 0:
+        try:
+            n_frames = count_frames(path, timeout=p["decode_timeout"])
+        except Exception as exc:  # noqa: BLE001 - any failure is this video's, recorded
+            return [_row(None, status="decode_error", error=f"cannot read the video: {_reason(exc)}")]
+    try:
+        indices = plan_indices(n_frames, fps, frames=p["frames"], every_seconds=p["every_seconds"],
+                               stride=p["stride"])
+    except ValueError as exc:
+        return [_row(None, status="decode_error", error=str(exc))]
+    if not indices:
+        return [_row(None, status="decode_error", error="the video has no frames")]
+
+    cropper = _cropper(p)
+    done: dict[int, dict] = {}
+    failure = None
+    with Deadline(p["decode_timeout"]) as deadline:
+        sampler = FrameSampler(path, indices, deadline=deadline)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
+        pending: collections.deque = collections.deque()
+
+        def finish():
+            sf, fut = pending.popleft()
+            row = fut.result()
+            row.update(frame_index=sf.index, timestamp=sf.timestamp)
+            if row["image"] is not None:
+                ext = "png" if p["image_format"] == "png" else "jpg"
+                row["image"] = {"bytes": row["image"], "path": f"{image_prefix}{sf.index:06d}.{ext}"}
+            done[sf.index] = row
+
+        try:
+            for sf in sampler:
+                pending.append((sf, pool.submit(cropper.process, sf.frame)))
+                while len(pending) > QUEUE:
+                    finish()
+            while pending:
+                finish()
+        except DecodeTimeout as exc:
+            failure = f"{exc} (at frame {sampler.decoded})"
+        except Exception as exc:  # noqa: BLE001 - a crash on one video must not stop the build
+            failure = f"{type(exc).__name__} at frame {sampler.decoded}: {exc}"
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+    error = failure or sampler.error
+    rows = []
+    for i in indices:
+        if i in done:
+            rows.append(done[i])
+        elif error:
+            rows.append(_row(i, status="decode_error", error=error))
+        else:  # the stream ended before this planned frame
+            rows.append(_row(i, status="truncated",
+                             error=f"the stream ended after {sampler.decoded} frames; {n_frames} were expected"))
+    return rows
+
+
+def _output_schema(manifest_columns: bool) -> pa.Schema:
+    s = schema.load(NAME)
+    if manifest_columns:
+        return s
+    return pa.schema([f for f in s if f.name not in MANIFEST_COLUMNS], metadata=s.metadata)
+
+
+def extract_faces(video_path: str, params: dict | None = None) -> pa.Table:
+    """Sample and crop the faces of one video file: the stage's rows without manifest columns
+    (video_id is `video_path` as given). For scoring new videos with a trained detector."""
+    from ..probe import probe
+
+    p = normalize_params(params)
+    path = str(video_path)
+    info = probe(path)
+    if info["status"] != "ok":
+        rows = [_row(None, status="decode_error", error=f"{info['status']}: {info['error']}")]
+    else:
+        rows = extract_rows(path, info["frames"], info["fps"], p, image_prefix=f"{Path(path).stem}/")
+    for r in rows:
+        r["video_id"] = path
+    table = pa.Table.from_pylist(rows, schema=_output_schema(False))
+    return table.replace_schema_metadata({**table.schema.metadata, b"mesodata.faces.params": _params_json(p)})
+
+
+def _params_json(p: dict) -> bytes:
+    return json.dumps(p, sort_keys=True, default=str).encode()
+
+
+def _unit(payload: dict) -> pa.Table:
+    """Runner unit: one manifest video -> its rows, with the manifest's columns."""
+    p, m = payload["params"], payload["row"]
+    if m["status"] not in ("ok", "unlisted"):
+        rows = [_row(None, status="decode_error", error=f"manifest says {m['status']}: {m['error']}")]
+    else:
+        try:
+            rows = extract_rows(payload["path"], m["frames"], m["fps"], p, image_prefix=f"{m['video_id']}/")
+        except Exception as exc:  # noqa: BLE001 - recorded, the build goes on
+            rows = [_row(None, status="decode_error", error=f"{type(exc).__name__}: {exc}")]
+    for r in rows:
+        r["video_id"] = m["video_id"]
+        for k in MANIFEST_COLUMNS:
+            r[k] = m[k]
+    table = pa.Table.from_pylist(rows, schema=_output_schema(True))
+    return table.replace_schema_metadata({**table.schema.metadata, b"mesodata.faces.params": _params_json(p)})
+
+
+def _unit_key(m: dict) -> str:
+    """video_id plus what identifies its content: a re-encoded or replaced file is redone."""
+    sig = json.dumps([m["path"], m["status"], m["size_bytes"], m["frames"]], default=str)
+    return f"{m['video_id']}@{hashlib.sha1(sig.encode()).hexdigest()[:12]}"
+
+
+# --- the stage ------------------------------------------------------------------------------
+def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
+    """Sample frames and crop faces of every manifest video; write parts, index, report, sheets."""
+    from . import manifest
+
+    p = normalize_params(params)
+    stage = Stage(NAME, VERSION, p, upstream=("manifest",))
+    if work.is_fresh(stage):
+        st = work.state(NAME)
+        log.info("faces: up to date (%d videos, %d frames), nothing to do",
+                 st["counts"]["videos"], st["counts"]["frames"])
+        return st
+    mtable = manifest.read(work)
+    mstate = work.state("manifest") or {}
+    data_root = Path(mstate.get("params", {}).get("data_root", "."))
+    rows = mtable.select(["video_id", "path", "status", "error", "frames", "fps", "size_bytes",
+                          *MANIFEST_COLUMNS]).to_pylist()
+    parts = work.parts_dir(stage, _parts_fingerprint(p), where=FOLDER)
+    keys = [_unit_key(m) for m in rows]
+    _forget_timeouts(work, parts, p["decode_timeout"])
+    units = [Unit(k, {"row": m, "path": str(data_root / m["path"]), "params": p}) for k, m in zip(keys, rows)]
+    results = map_units(_unit, units, parts, artifact=NAME, workers=workers, desc="faces", executor=executor)
+
+    wanted = {part_name(k) for k in keys}
+    for f in parts.glob("*.parquet"):  # parts of videos no longer in the manifest
+        if f.name not in wanted:
+            f.unlink()
+    index, per_video = [], []
+    for k, m in zip(keys, rows):
+        t = pq.read_table(parts / part_name(k), columns=["status", "error"])
+        st = collections.Counter(t.column("status").to_pylist())
+        errors = [e for e in t.column("error").to_pylist() if e]
+        timed_out = any("decode timeout" in e for e in errors)
+        index.append({"video_id": m["video_id"], "key": k, "part": part_name(k), "rows": t.num_rows,
+                      **({"timeout": p["decode_timeout"]} if timed_out else {})})
+        per_video.append({"video_id": m["video_id"], "source": m["source"], "label": m["label"],
+                          "status": dict(st), "reason": _main_reason(errors)})
+    atomic.write_json(work.path(INDEX), {"parts": index})
+    report = build_report(per_video, p)
+    sheets = contact_sheets(work, p)
+    report["contact_sheets"] = sheets
+    atomic.write_json(work.path(REPORT), report)
+    print_report(report)
+    totals = report["totals"]
+    counts = {"videos": len(rows), "frames": totals["sampled"], "faces": totals["face"],
+              "yield": totals["yield"], **summarize(results),
+              "status": {s: totals[s] for s in STATUSES}}
+    return work.record(stage, [INDEX, REPORT, *sheets], counts)
+
+
+def _forget_timeouts(work: Work, parts: Path, timeout: float) -> None:
+    """Parts that timed out under a shorter decode timeout are redone with the longer one."""
+    try:
+        index = json.loads(work.path(INDEX).read_text())["parts"]
+    except (OSError, ValueError, KeyError):
+        return
+    for e in index:
+        if "timeout" in e and e["timeout"] < timeout:
+            (parts / e["part"]).unlink(missing_ok=True)
+
+
+def _main_reason(errors: list[str]) -> str | None:
+    if not errors:
+        return None
+    return collections.Counter(errors).most_common(1)[0][0]
+
+
+def build_report(per_video: list[dict], p: dict) -> dict:
+    """Face yield per source (frames with a face / frames sampled) and the videos below min_yield."""
+    by_source: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    videos: collections.Counter = collections.Counter()
+    low = []
+    for v in per_video:
+        n = sum(v["status"].values())
+        by_source[v["source"]].update(v["status"])
+        videos[v["source"]] += 1
+        y = v["status"].get("face", 0) / n if n else 0.0
+        if y < p["min_yield"]:
+            low.append({"video_id": v["video_id"], "label": v["label"], "yield": round(y, 3), "sampled": n,
+                        **{s: v["status"].get(s, 0) for s in STATUSES}, "reason": v["reason"]})
+
+    def line(name, c, nv):
+        n = sum(c.values())
+        return {"source": name, "videos": nv, "sampled": n, **{s: c.get(s, 0) for s in STATUSES},
+                "yield": round(c.get("face", 0) / n, 3) if n else 0.0}
+
+    table = [line(s, by_source[s], videos[s]) for s in sorted(by_source)]
+    total = collections.Counter()
+    for c in by_source.values():
+        total.update(c)
+    detect = {k: p[k] for k in ("scale_factor", "min_neighbors", "min_size", "detect_width", "cascade",
+                                "margin", "verify", "verify_threshold")}
+    return {"table": table, "totals": line("all", total, sum(videos.values())), "min_yield": p["min_yield"],
+            "below_min_yield": low, "detection": detect, "crop_size": SIZE,
+            "sampling": {k: p[k] for k in ("frames", "every_seconds", "stride")}}
+
+
+def print_report(report: dict, limit: int = 15) -> None:
+    from ..report import print_table
+
+    cols = ["source", "videos", "sampled", *STATUSES, "yield"]
+    print_table("Faces: face yield per source (frames with a face / frames sampled)",
+                [*report["table"], report["totals"]], cols)
+    low = report["below_min_yield"]
+    if low:
+        print(f"  {len(low)} video(s) below the minimum yield {report['min_yield']:g} (all in {REPORT}):")
+        for v in low[:limit]:
+            print(f"    {v['yield']:.2f}  {v['video_id']}: {v['reason'] or 'no face found'}")
+        if len(low) > limit:
+            print(f"    ... and {len(low) - limit} more")
+    for s in report.get("contact_sheets", []):
+        print(f"  contact sheet: {s}")
+
+
+# --- reading --------------------------------------------------------------------------------
+def _index(work: Work) -> list[dict]:
+    try:
+        return json.loads(work.path(INDEX).read_text())["parts"]
+    except FileNotFoundError:
+        raise UserError(f"no face crops in {work.root}: run `mesodata build` first") from None
+
+
+def iter_parts(work: Work, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Each video's table, in manifest order (one part in memory at a time)."""
+    folder = work.path(FOLDER)
+    for e in _index(work):
+        path = folder / e["part"]
+        if not path.exists():
+            raise UserError(f"face part {path} is missing: rerun `mesodata build` to redo it")
+        yield pq.read_table(path, columns=columns)
+
+
+def read(work: Work, columns: list[str] | None = None) -> pa.Table:
+    """Every sampled frame of every video, in manifest order, as one table."""
+    tables = list(iter_parts(work, columns))
+    if not tables:
+        s = schema.load(NAME)
+        return (s if columns is None else pa.schema([s.field(c) for c in columns])).empty_table()
+    return pa.concat_tables(tables)
+
+
+# --- contact sheets -------------------------------------------------------------------------
+def contact_sheets(work: Work, p: dict) -> list[str]:
+    """One PNG per source: a row of random crops per label (real, fake), labelled, for a glance."""
+    import cv2
+
+    n = p["contact_sheet"]
+    if n <= 0:
+        return []
+    folder = work.path(FOLDER)
+    entries = _index(work)
+    by_source: dict[str, dict] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for e in entries:
+        t = pq.read_table(folder / e["part"], columns=["source", "label", "status"])
+        if t.num_rows and "face" in t.column("status").to_pylist():
+            by_source[t.column("source")[0].as_py()][t.column("label")[0].as_py()].append(e["part"])
+    out = []
+    tile, left, top = 160, 110, 36
+    for source in sorted(by_source):
+        rng = random.Random(f"{p['seed']}:{source}")
+        labels = [lab for lab in (0, 1, None) if by_source[source].get(lab)]
+        sheet = np.full((top + len(labels) * (tile + 22), left + n * tile, 3), 255, np.uint8)
+        cv2.putText(sheet, f"{source}: random face crops ({SIZE}x{SIZE}, shown at {tile})", (8, 24),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        for r, lab in enumerate(labels):
+            y0 = top + r * (tile + 22)
+            name = {0: "real", 1: "fake", None: "no label"}[lab]
+            cv2.putText(sheet, name, (10, y0 + tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                        (0, 0, 200) if lab == 1 else (0, 120, 0), 2, cv2.LINE_AA)
+            parts = by_source[source][lab]
+            picks = rng.sample(parts, min(n, len(parts)))
+            picks += [rng.choice(parts) for _ in range(n - len(picks))]  # few videos: more frames of them
+            for c, part in enumerate(picks):
+                t = pq.read_table(folder / part, columns=["video_id", "frame_index", "status", "image"])
+                faces = [r_ for r_ in t.to_pylist() if r_["status"] == "face"]
+                row = rng.choice(faces)
+                img = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_COLOR)
+                x0 = left + c * tile
+                sheet[y0:y0 + tile, x0:x0 + tile] = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
+                caption = f"{row['video_id'].rsplit('/', 1)[-1][:14]} #{row['frame_index']}"
+                cv2.putText(sheet, caption, (x0 + 2, y0 + tile + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
+                            (60, 60, 60), 1, cv2.LINE_AA)
+        rel = f"reports/faces-{source}.png"
+        ok, buf = cv2.imencode(".png", sheet)
+        atomic.write_bytes(work.path(rel), buf.tobytes())
+        out.append(rel)
+    return out
