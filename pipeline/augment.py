@@ -42,6 +42,9 @@ import numpy as np
 
 from .errors import UserError
 
+# albumentations asks PyPI for a newer version on import (2 s timeout): not from build workers.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 __all__ = ["PRESETS", "TRANSFORMS", "load_preset", "normalize", "sample_seed", "apply",
            "opencv_sigma"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -176,3 +177,10 @@ def test_preset_files_and_their_errors(tmp_path):
 def test_apply_refuses_what_is_not_an_rgb_crop(paper):
     with pytest.raises(ValueError, match="RGB uint8"):
         augment.apply(np.zeros((256, 256), np.uint8), paper["blur3"], 0)
+
+
+def test_shipped_preset_file_is_the_builtin_paper_preset():
+    path = Path(augment.__file__).parent / "presets" / "paper.yaml"
+    from_file = augment.load_preset(path)
+    builtin = augment.load_preset("paper")
+    assert from_file["train"] == builtin["train"] and from_file["perturb"] == builtin["perturb"]
