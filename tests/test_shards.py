@@ -312,6 +312,7 @@ def test_finished_run_is_a_noop_and_killed_run_resumes(tmp_path):
     st3 = shards.run(work, params, workers=1)
     assert st3["counts"]["computed"] == 2 and st3["counts"]["resumed"] == st1["counts"]["shards"] - 2
     assert _file_digests(work) == digests
+    assert not list(work.path("shards").rglob(".*.tmp"))
 
 
 def test_changed_upstream_or_params_redo_the_shards(tmp_path):
@@ -457,3 +458,35 @@ def test_recorded_shards_pass_verify(built):
     copy = work.path("tampered.parquet")
     pq.write_table(t.slice(1), copy)
     assert check_file(work, "tampered.parquet", state["outputs"][victim]) is not None
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path):
+    """SIGKILL a real run after its first shards, rerun: only the rest is made, files as a clean run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    params = {**PARAMS, "shard_size": 100_000, "perturb_test": True}  # ~ one crop (and copies) per shard
+    work = build_upstream(tmp_path / "killed")
+    code = ("import json, sys; from pipeline.runner import Work; from pipeline.stages import shards; "
+            "shards.run(Work(sys.argv[1]), json.loads(sys.argv[2]), workers=1)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(work.root), json.dumps(params)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list(work.path("shards").rglob("part-*.parquet"))) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert work.state("shards") is None
+    done_before = len(list(work.path("shards").rglob("part-*.parquet")))
+    st = shards.run(work, params, workers=1)
+    # (the shard being renamed when the kill came may lack its runner part: it is made again)
+    assert st["counts"]["resumed"] >= done_before - 1 >= 1 and st["counts"]["computed"] >= 1
+    assert st["counts"]["resumed"] + st["counts"]["computed"] == st["counts"]["shards"]
+    assert not list(work.path("shards").rglob(".*.tmp"))  # no half-written file left behind
+    clean = build_upstream(tmp_path / "clean")
+    shards.run(clean, params, workers=1)
+    assert _file_digests(work) == _file_digests(clean)

@@ -377,6 +377,8 @@ def run(work: Work, params: dict, *, workers: int = 1, executor=None) -> dict:
     stage, units, info = plan(work, params)
     work.parts_dir(stage, fp, where=OUT_DIR)  # emptied when it holds another fingerprint's shards
     parts = work.parts_dir(stage, fp)
+    for tmp in work.path(OUT_DIR).glob("*/.part-*.tmp"):  # left by a killed run (one build per work dir)
+        tmp.unlink(missing_ok=True)
     for u in units:  # a part whose shard has gone would be skipped: drop it so the shard is redone
         if not Path(u.payload["out"]).exists():
             (parts / part_name(u.key)).unlink(missing_ok=True)
