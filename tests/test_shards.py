@@ -94,6 +94,9 @@ def build_upstream(root: Path, videos=VIDEOS, tag: str = "v1") -> Work:
                 dup = n % 3 == 0 and f == frames - 1
                 dedupe.append({"video_id": vid, "frame_index": frame_index, "cluster": n * 100 + (f - 1 if dup else f),
                                "kept": not dup})
+        if n == 1:  # a failed decode: the faces stage's row without a frame index
+            rows.append({"video_id": vid, "frame_index": None, "image": None, "status": "decode_error",
+                         "source": source, "label": label, "method": method, "group": f"g-{vid.split('/')[-1]}"})
         rel = f"faces/{vid.replace('/', '_')}.parquet"
         t = pa.Table.from_pylist(rows, schema=pa.schema([
             ("video_id", pa.string()), ("frame_index", pa.int64()), ("image", IMAGE_TYPE),
@@ -237,7 +240,7 @@ def test_originals_pass_through_and_aug_params_replay(built):
     """Originals keep the faces' bytes; every copy is its original under the recorded transform."""
     work, _ = built
     faces = pa.concat_tables([pq.read_table(p) for p in sorted(work.path("faces").glob("*.parquet"))])
-    assert faces.num_rows == sum(v[5] for v in VIDEOS)
+    assert faces.num_rows == sum(v[5] for v in VIDEOS) + 1 and faces["frame_index"].null_count == 1
     src = {(v, f): img["bytes"] for v, f, img in zip(faces["video_id"].to_pylist(), faces["frame_index"].to_pylist(),
                                                       faces["image"].to_pylist()) if img}
     t = shards.read(work, "train").to_pylist()
@@ -352,11 +355,11 @@ def test_dataset_info_counts_match_the_shards(built):
     assert info["upstream"] == {n: work.state(n)["fingerprint"] for n in ("faces", "dedupe", "split")}
     assert info["fingerprint"] == state["fingerprint"]
     exp = expected_originals()
-    faces_rows = sum(v[5] for v in VIDEOS)
+    faces_rows = sum(v[5] for v in VIDEOS) + 1  # + the decode error
     assert info["selection"]["faces_rows"] == faces_rows
     assert info["selection"]["selected"] == sum(len(v) for v in exp.values())
     d = info["selection"]["dropped"]
-    assert d["status no_face"] == sum(v[5] > 3 for v in VIDEOS)
+    assert d["status no_face"] == sum(v[5] > 3 for v in VIDEOS) and d["status decode_error"] == 1
     assert d["duplicate (dedupe kept=false)"] == 1 and d["no split (video unassigned)"] == 3
     card = work.path(shards.CARD).read_text()
     assert card.startswith("---\nconfigs:") and "test_perturbed" in card

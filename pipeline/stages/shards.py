@@ -169,7 +169,7 @@ def _selection(work: Work):
     is_face = faces["status"] == "face"
     for status, n in faces.loc[~is_face, "status"].value_counts().sort_index().items():
         dropped[f"status {status}"] = int(n)
-    rows = faces[is_face]
+    rows = faces[is_face].astype({"frame_index": np.int64})  # null only on rows without a frame
     n_face_rows = len(rows)
     rows = rows.merge(dedupe, on=["video_id", "frame_index"], how="left", validate="one_to_one")
     no_dedupe = rows["kept"].isna()
