@@ -1,8 +1,9 @@
 """`mesodata sample DIR`: a small dataset in the three real layouts, from real face footage.
 
 Reals are re-framed real footage (the carphone talking head, the astronaut portrait under a slow
-camera move); fakes are made by a real manipulation: the face of another clip is swapped in with
-Poisson blending (cv2.seamlessClone), then softened, as early deepfakes look. The sample also holds
+camera move); fakes are made by a real manipulation: the face of another clip is swapped in,
+colour-matched, re-rendered at half resolution and blended through a feathered mask, as early
+deepfakes look. The sample also holds
 the faults every ingest must survive, so the demo's report shows them.
 """
 
@@ -53,8 +54,17 @@ def _face_box(frame: np.ndarray):
     return max(faces, key=lambda b: b[2] * b[3]) if len(faces) else None
 
 
+def _match_colour(face: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Give `face` the colour statistics of `region` (per channel in Lab), as face swaps do."""
+    f = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
+    r = cv2.cvtColor(region, cv2.COLOR_RGB2LAB).astype(np.float32)
+    f = (f - f.mean((0, 1))) / (f.std((0, 1)) + 1e-6) * r.std((0, 1)) + r.mean((0, 1))
+    return cv2.cvtColor(np.clip(f, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
 def swap(target: list[np.ndarray], source: list[np.ndarray]) -> list[np.ndarray]:
-    """Paste the source's face over the target's in every frame (Poisson blended, softened)."""
+    """Paste the source's face over the target's in every frame: colour-matched, softened by a
+    low-resolution re-render, and blended through a feathered elliptical mask."""
     sbox = next(b for b in map(_face_box, source) if b is not None)
     x, y, w, h = sbox
     out, box = [], None
@@ -65,20 +75,16 @@ def swap(target: list[np.ndarray], source: list[np.ndarray]) -> list[np.ndarray]
             out.append(frame)
             continue
         tx, ty, tw, th = box
-        face = source[i % len(source)][y:y + h, x:x + w]
-        face = cv2.resize(face, (tw, th), interpolation=cv2.INTER_LINEAR)
-        face = cv2.GaussianBlur(cv2.resize(face, (max(tw // 3, 8), max(th // 3, 8))), (3, 3), 0)
-        face = cv2.resize(face, (tw, th), interpolation=cv2.INTER_LINEAR)  # the blurred re-render
-        mask = np.zeros((th, tw), np.uint8)
-        cv2.ellipse(mask, (tw // 2, th // 2), (int(tw * 0.42), int(th * 0.48)), 0, 0, 360, 255, -1)
-        center = (int(tx + tw / 2), int(ty + th / 2))
-        try:
-            out.append(cv2.seamlessClone(face, frame, mask, center, cv2.NORMAL_CLONE))
-        except cv2.error:  # box touching the border: plain paste
-            blend = frame.copy()
-            region = blend[ty:ty + th, tx:tx + tw]
-            region[mask > 0] = face[mask > 0]
-            out.append(blend)
+        region = frame[ty:ty + th, tx:tx + tw]
+        face = cv2.resize(source[i % len(source)][y:y + h, x:x + w], (tw, th), interpolation=cv2.INTER_LINEAR)
+        face = cv2.resize(cv2.resize(face, (max(tw // 2, 8), max(th // 2, 8))), (tw, th))  # the re-render
+        face = _match_colour(face, region)
+        mask = np.zeros((th, tw), np.float32)
+        cv2.ellipse(mask, (tw // 2, th // 2), (int(tw * 0.40), int(th * 0.46)), 0, 0, 360, 1.0, -1)
+        mask = cv2.GaussianBlur(mask, (0, 0), max(tw, th) / 20)[..., None]
+        blended = frame.copy()
+        blended[ty:ty + th, tx:tx + tw] = (mask * face + (1 - mask) * region).astype(np.uint8)
+        out.append(blended)
     return out
 
 
