@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "row_group_rows": 128,            # rows per row group: what a reader holds at once
     "min_shards": 8,                  # per split, when it has a row group's worth of rows per shard
-    "png_compression": 3,             # zlib level of the augmented copies' PNGs
+    "png_compression": 1,             # zlib level of the augmented copies' PNGs (1: 2x faster than 3, +3% bytes)
 }
 _FACE_COLUMNS = ["video_id", "frame_index", "status", "source", "label", "method", "group"]
 _FALLBACK_ROW_BYTES = 120_000  # a 256x256 face PNG, when the faces files say nothing
