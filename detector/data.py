@@ -8,17 +8,18 @@ bounded: one row group plus an optional shuffle buffer of `shuffle_buffer` decod
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.errors import UserError
@@ -37,13 +38,18 @@ def shard_files(work: str | Path, split: str) -> list[Path]:
 
 
 def decode_image(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
-    """PNG/JPEG bytes -> RGB uint8 array (size, size, 3); resized only if the crop is another size."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot decode image ({len(data)} bytes, starts {data[:8]!r})")
-    if img.shape[:2] != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """PNG/JPEG bytes -> RGB uint8 array (size, size, 3); resized only if the crop is another size.
+
+    Pillow, not OpenCV: DataLoader workers are forked, and OpenCV's thread pool inherited from a
+    parent that already used it can deadlock in the child (seen with cv2.setNumThreads)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BOX)
+            return np.asarray(im)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot decode image ({len(data)} bytes, starts {data[:8]!r}): {exc}") from exc
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

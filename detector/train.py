@@ -91,15 +91,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # workers are processes already; nested threads only contend
-
-
 def make_loader(dataset: ShardDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                      pin_memory=device.type == "cuda", worker_init_fn=_worker_init,
+                      pin_memory=device.type == "cuda",
                       prefetch_factor=4 if workers else None)
 
 

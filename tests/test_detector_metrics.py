@@ -1,0 +1,90 @@
+"""Metrics checked against scikit-learn and hand-computed values; video-level grouping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from detector.evaluate import binary_metrics, equal_error_rate, evaluate_frame, video_frame
+
+
+def _brute_eer(y, s):
+    """EER by scanning every threshold: the point minimising |FPR - FNR|, averaged there."""
+    best = None
+    for t in np.unique(np.concatenate([s, [np.inf]])):
+        pred = s >= t
+        fpr = (pred & (y == 0)).sum() / (y == 0).sum()
+        fnr = (~pred & (y == 1)).sum() / (y == 1).sum()
+        if best is None or abs(fpr - fnr) < best[0]:
+            best = (abs(fpr - fnr), (fpr + fnr) / 2)
+    return best[1]
+
+
+@pytest.mark.parametrize("y, s, eer", [
+    ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], 0.0),   # perfect
+    ([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1], 1.0),   # perfectly wrong
+    ([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.4], 0.5),   # FPR = FNR = 0.5 at threshold 0.3
+    ([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.7, 0.3, 0.8, 0.9], 1 / 3),
+])
+def test_eer_known_values(y, s, eer):
+    assert equal_error_rate(np.array(y), np.array(s))[0] == pytest.approx(eer)
+
+
+def test_eer_matches_brute_force_on_random_scores():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    s = rng.normal(size=2000) + 0.8 * y
+    # with 2000 distinct scores the interpolated crossing and the nearest threshold agree closely
+    assert equal_error_rate(y, s)[0] == pytest.approx(_brute_eer(y, s), abs=2e-3)
+
+
+def test_binary_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    s = np.clip(rng.random(300) * 0.7 + 0.3 * y, 0, 1)
+    m = binary_metrics(y, s)
+    pred = (s >= 0.5).astype(int)
+    assert m["acc"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert m["ap"] == pytest.approx(skm.average_precision_score(y, s))
+    assert m["confusion"] == skm.confusion_matrix(y, pred).tolist()
+    p, r, f, sup = skm.precision_recall_fscore_support(y, pred)
+    for k, name in enumerate(("real", "fake")):
+        assert m["per_class"][name]["precision"] == pytest.approx(p[k])
+        assert m["per_class"][name]["recall"] == pytest.approx(r[k])
+        assert m["per_class"][name]["f1"] == pytest.approx(f[k])
+        assert m["per_class"][name]["support"] == sup[k]
+    fpr, tpr, _ = skm.roc_curve(y, s)
+    assert np.allclose(m["roc"]["fpr"], fpr, atol=1e-6) and np.allclose(m["roc"]["tpr"], tpr, atol=1e-6)
+
+
+def test_single_class_gives_no_auc_instead_of_crashing():
+    m = binary_metrics(np.array([1, 1, 1]), np.array([0.9, 0.2, 0.7]))
+    assert m["auc"] is None and m["eer"] is None
+    assert m["acc"] == pytest.approx(2 / 3)
+
+
+def test_video_level_means_frames_per_video_id():
+    frames = pd.DataFrame({
+        "video_id": ["a", "a", "a", "b", "b", "c"],
+        "label":    [1, 1, 1, 0, 0, 0],
+        "score":    [0.9, 0.2, 0.7, 0.1, 0.6, 0.4],
+        "source":   ["s1"] * 6, "method": ["m", "m", "m", "orig", "orig", "orig"],
+    })
+    v = video_frame(frames).set_index("video_id")
+    assert v.loc["a", "score"] == pytest.approx(0.6) and v.loc["a", "frames"] == 3
+    assert v.loc["b", "score"] == pytest.approx(0.35)
+    assert v.loc["c", "label"] == 0
+    res = evaluate_frame(frames)
+    assert res["video"]["n_videos"] == 3
+    assert res["video"]["acc"] == pytest.approx(1.0)  # a: 0.6 fake, b: 0.35 real, c: 0.4 real
+    assert res["frame"]["acc"] == pytest.approx(4 / 6)
+    assert set(res["per_method"]) == {"m"}
+
+
+def test_video_with_mixed_labels_is_an_error():
+    frames = pd.DataFrame({"video_id": ["a", "a"], "label": [0, 1], "score": [0.1, 0.9]})
+    with pytest.raises(ValueError, match="both labels"):
+        video_frame(frames)
