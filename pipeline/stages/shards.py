@@ -21,7 +21,6 @@ to Hugging Face splits) give the counts, the parameters and the upstream fingerp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
