@@ -353,6 +353,7 @@ def test_dataset_info_counts_match_the_shards(built):
         "blur3", "blur9", "blur15", "rotate45", "rotate90", "rotate180", "scale_up50", "scale_down50"]
     assert info["upstream"] == {n: work.state(n)["fingerprint"] for n in ("faces", "dedupe", "split")}
     assert info["fingerprint"] == state["fingerprint"]
+    assert json.loads(work.path(shards.REPORT).read_text()) == info
     exp = expected_originals()
     faces_rows = sum(v[5] for v in VIDEOS) + 1  # + the decode error
     assert info["selection"]["faces_rows"] == faces_rows

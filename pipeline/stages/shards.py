@@ -48,6 +48,7 @@ UPSTREAM = ("faces", "dedupe", "split")
 OUT_DIR = "shards"
 INFO = f"{OUT_DIR}/dataset_info.json"
 CARD = f"{OUT_DIR}/README.md"
+REPORT = "reports/shards.json"  # the same as INFO, where every stage's report is
 SPLITS = ("train", "val", "test")
 PERTURBED = "test-perturbed"
 DEFAULTS: dict[str, Any] = {
@@ -389,11 +390,12 @@ def run(work: Work, params: dict, *, workers: int = 1, executor=None) -> dict:
     summary = read_parts(parts, [u.key for u in units])
     dataset_info = _dataset_info(work, stage, fp, info, summary)
     atomic.write_json(work.path(INFO), dataset_info)
+    atomic.write_json(work.path(REPORT), dataset_info)
     atomic.write_bytes(work.path(CARD), _card(dataset_info).encode())
     _print_report(dataset_info)
     counts = {"rows": dataset_info["rows"], "shards": len(units), **summarize(results),
               **{f"rows_{s}": v["rows"] for s, v in dataset_info["splits"].items()}}
-    return work.record(stage, [u.key for u in units] + [INFO, CARD], counts)
+    return work.record(stage, [u.key for u in units] + [INFO, CARD, REPORT], counts)
 
 
 def _dataset_info(work: Work, stage: Stage, fp: str, info: dict, summary: pa.Table | None) -> dict:
