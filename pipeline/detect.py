@@ -66,7 +66,7 @@ class DetectParams:
     min_size: int = 24
     detect_width: int = 320
     roi_factor: float = 2.5  # track search window, as a multiple of the track's box side
-    roi_face: int = 32  # the track's face is searched at about this many pixels (cascade window: 24)
+    roi_face: int = 56  # the track's face is searched at about this many pixels (cascade window: 24)
     max_misses: int = 3
 
 
@@ -111,11 +111,13 @@ class HaarDetector:
         self.cascade = _load_cascade(self.path)
         self.p = params
 
-    def _run(self, img: np.ndarray, min_side: int, max_side: int | None = None) -> np.ndarray:
+    def _run(self, img: np.ndarray, min_side: int, max_side: int | None = None,
+             min_neighbors: int | None = None) -> np.ndarray:
         kwargs = {"minSize": (min_side, min_side)}
         if max_side:
             kwargs["maxSize"] = (max_side, max_side)
-        found = self.cascade.detectMultiScale(img, self.p.scale_factor, self.p.min_neighbors, **kwargs)
+        mn = self.p.min_neighbors if min_neighbors is None else min_neighbors
+        found = self.cascade.detectMultiScale(img, self.p.scale_factor, mn, **kwargs)
         return np.asarray(found, dtype=np.float64).reshape(-1, 4)
 
     def detect(self, gray: np.ndarray) -> list[Box]:
@@ -128,7 +130,11 @@ class HaarDetector:
         return sorted(boxes, key=lambda b: -b.w * b.h)
 
     def detect_near(self, gray: np.ndarray, track: Box, grow: float = 1.0) -> list[Box]:
-        """Faces of about the track's size in a window around it, nearest first."""
+        """Faces of about the track's size in a window around it, nearest first.
+
+        The window is searched with the face at about `roi_face` pixels and 2 fewer neighbours
+        than a whole-frame search needs: the track is a strong prior, and dlib checks the crop.
+        """
         h, w = gray.shape
         side = track.side
         cx, cy = track.center
@@ -143,7 +149,7 @@ class HaarDetector:
             roi = cv2.resize(roi, (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s))),
                              interpolation=cv2.INTER_AREA)
         lo, hi = max(24, int(0.7 * side * s)), max(25, int(1.5 * side * s))
-        found = self._run(roi, lo, hi)
+        found = self._run(roi, lo, hi, max(1, self.p.min_neighbors - 2))
         boxes = [_box(b / s + (x0, y0, 0, 0)) for b in found]
         return sorted(boxes, key=lambda b: _dist(b, track))
 

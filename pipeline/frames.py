@@ -81,6 +81,7 @@ class Deadline:
         self.end = math.inf if seconds is None else time.monotonic() + seconds
         self._old = None
         self._armed = False
+        self._fired = False
 
     def expired(self) -> bool:
         return time.monotonic() >= self.end
@@ -90,7 +91,10 @@ class Deadline:
             raise DecodeTimeout(f"decoding abandoned after the {self.seconds:g} s decode timeout")
 
     def _on_alarm(self, signum, frame):
-        if self._armed:
+        # Raise once; later alarms only interrupt blocking reads, which PyAV's own read timeout
+        # (the same seconds, passed to av.open) then aborts.
+        if self._armed and not self._fired and self.expired():
+            self._fired = True
             self.check()
 
     def __enter__(self) -> "Deadline":

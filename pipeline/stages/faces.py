@@ -152,10 +152,22 @@ def _cropper(p: dict) -> FaceCropper:
 
 
 def extract_rows(path: str, n_frames: int | None, fps: float | None, p: dict, image_prefix: str = "") -> list[dict]:
-    """The rows of one video (no manifest columns): plan, decode exactly, detect, crop, encode."""
+    """The rows of one video (no manifest columns): plan, decode exactly, detect, crop, encode.
+
+    Never raises for a bad video: what went wrong is in the rows' status and error."""
+    with Deadline(p["decode_timeout"]) as deadline:
+        try:
+            return _extract(path, n_frames, fps, p, image_prefix, deadline)
+        except DecodeTimeout as exc:  # the alarm landed outside the frame loop
+            return [_row(None, status="decode_error", error=str(exc))]
+
+
+def _extract(path, n_frames, fps, p, image_prefix, deadline) -> list[dict]:
     if n_frames is None or n_frames <= 0:
         try:
             n_frames = count_frames(path, timeout=p["decode_timeout"])
+        except DecodeTimeout:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure is this video's, recorded
             return [_row(None, status="decode_error", error=f"cannot read the video: {_reason(exc)}")]
     try:
@@ -169,33 +181,32 @@ def extract_rows(path: str, n_frames: int | None, fps: float | None, p: dict, im
     cropper = _cropper(p)
     done: dict[int, dict] = {}
     failure = None
-    with Deadline(p["decode_timeout"]) as deadline:
-        sampler = FrameSampler(path, indices, deadline=deadline)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
-        pending: collections.deque = collections.deque()
+    sampler = FrameSampler(path, indices, deadline=deadline)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="faces")
+    pending: collections.deque = collections.deque()
 
-        def finish():
-            sf, fut = pending.popleft()
-            row = fut.result()
-            row.update(frame_index=sf.index, timestamp=sf.timestamp)
-            if row["image"] is not None:
-                ext = "png" if p["image_format"] == "png" else "jpg"
-                row["image"] = {"bytes": row["image"], "path": f"{image_prefix}{sf.index:06d}.{ext}"}
-            done[sf.index] = row
+    def finish():
+        sf, fut = pending.popleft()
+        row = fut.result()
+        row.update(frame_index=sf.index, timestamp=sf.timestamp)
+        if row["image"] is not None:
+            ext = "png" if p["image_format"] == "png" else "jpg"
+            row["image"] = {"bytes": row["image"], "path": f"{image_prefix}{sf.index:06d}.{ext}"}
+        done[sf.index] = row
 
-        try:
-            for sf in sampler:
-                pending.append((sf, pool.submit(cropper.process, sf.frame)))
-                while len(pending) > QUEUE:
-                    finish()
-            while pending:
+    try:
+        for sf in sampler:
+            pending.append((sf, pool.submit(cropper.process, sf.frame)))
+            while len(pending) > QUEUE:
                 finish()
-        except DecodeTimeout as exc:
-            failure = f"{exc} (at frame {sampler.decoded})"
-        except Exception as exc:  # noqa: BLE001 - a crash on one video must not stop the build
-            failure = f"{type(exc).__name__} at frame {sampler.decoded}: {exc}"
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        while pending:
+            finish()
+    except DecodeTimeout as exc:
+        failure = f"{exc} (at frame {sampler.decoded})"
+    except Exception as exc:  # noqa: BLE001 - a crash on one video must not stop the build
+        failure = f"{type(exc).__name__} at frame {sampler.decoded}: {exc}"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     error = failure or sampler.error
     rows = []
     for i in indices:
@@ -301,7 +312,8 @@ def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=No
                           "status": dict(st), "reason": _main_reason(errors)})
     atomic.write_json(work.path(INDEX), {"parts": index})
     report = build_report(per_video, p)
-    sheets = contact_sheets(work, p)
+    sheets = contact_sheets(work, p, [(v["source"], v["label"], e["part"]) for v, e in zip(per_video, index)
+                                      if v["status"].get("face")])
     report["contact_sheets"] = sheets
     atomic.write_json(work.path(REPORT), report)
     print_report(report)
@@ -404,20 +416,18 @@ def read(work: Work, columns: list[str] | None = None) -> pa.Table:
 
 
 # --- contact sheets -------------------------------------------------------------------------
-def contact_sheets(work: Work, p: dict) -> list[str]:
-    """One PNG per source: a row of random crops per label (real, fake), labelled, for a glance."""
+def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, str]]) -> list[str]:
+    """One PNG per source: a row of random crops per label (real, fake), labelled, for a glance.
+    `with_faces`: (source, label, part file) of each video that has at least one face."""
     import cv2
 
     n = p["contact_sheet"]
     if n <= 0:
         return []
     folder = work.path(FOLDER)
-    entries = _index(work)
     by_source: dict[str, dict] = collections.defaultdict(lambda: collections.defaultdict(list))
-    for e in entries:
-        t = pq.read_table(folder / e["part"], columns=["source", "label", "status"])
-        if t.num_rows and "face" in t.column("status").to_pylist():
-            by_source[t.column("source")[0].as_py()][t.column("label")[0].as_py()].append(e["part"])
+    for source, label, part in with_faces:
+        by_source[source][label].append(part)
     out = []
     tile, left, top = 160, 110, 36
     for source in sorted(by_source):

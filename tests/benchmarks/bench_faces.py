@@ -1,0 +1,177 @@
+"""Benchmark: the faces stage's per-video work against DeepfakeBench's way and the decode floor.
+
+    /work/venv/bin/python tests/benchmarks/bench_faces.py [--repeats 5] [--baseline-repeats 2] [--dir DIR]
+
+Videos (real footage, H.264 with B-frames, 25 fps, 10 s = 250 frames), written once to DIR:
+  360p-carphone   the carphone talking head (frames 0-59 back and forth), pillarboxed to 640x360
+  360p-astronaut  the astronaut portrait under a slow camera move, 640x360
+  1080p-carphone  the same talking head upscaled to 1920x1080
+  1080p-astronaut the same camera move rendered at 1920x1080
+
+Per video, 32 frames evenly spaced over the whole video (the stage's default), three ways:
+  ours      pipeline.stages.faces.extract_rows, a unit's work (plan, PyAV decode, Viola-Jones on a small
+            grayscale copy + face track, 256x256 crop, dlib check of the crop, PNG encode)
+  baseline  DeepfakeBench's preprocessing: decode every frame of the video (cv2.VideoCapture),
+            and on each sampled frame run dlib's HOG detector at full resolution with one
+            upsampling (`face_detector(rgb, 1)`), take the largest face, crop 1.3x, 256x256, PNG
+  floor     decoding alone, up to the last sampled frame, nothing converted or detected
+Prints median wall and CPU seconds per video and the ratios ours/floor and baseline/ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pipeline import footage  # noqa: E402
+from pipeline.frames import plan_indices  # noqa: E402
+from pipeline.stages.faces import extract_rows, normalize_params  # noqa: E402
+
+N, FPS, SAMPLES = 250, 25, 32
+
+
+def _carphone(size: tuple[int, int]) -> list[np.ndarray]:
+    src = footage.carphone_frames()[:60]
+    seq = list(src) + list(src[::-1])
+    w, h = size
+    out = []
+    for i in range(N):
+        f = seq[i % len(seq)]
+        f = cv2.resize(f, (round(f.shape[1] * h / f.shape[0]), h), interpolation=cv2.INTER_CUBIC)
+        left = (w - f.shape[1]) // 2
+        out.append(cv2.copyMakeBorder(f, 0, 0, left, w - f.shape[1] - left, cv2.BORDER_REPLICATE))
+    return out
+
+
+def _astronaut(size: tuple[int, int]) -> list[np.ndarray]:
+    a = cv2.copyMakeBorder(footage.astronaut(), 0, 0, 200, 200, cv2.BORDER_REPLICATE)  # 16:9
+    return footage.pan(a, N, size, seed=1)
+
+
+VIDEOS = {
+    "360p-carphone": (_carphone, (640, 360)),
+    "360p-astronaut": (_astronaut, (640, 360)),
+    "1080p-carphone": (_carphone, (1920, 1080)),
+    "1080p-astronaut": (_astronaut, (1920, 1080)),
+}
+
+
+def make_videos(folder: Path) -> dict[str, str]:
+    out = {}
+    for name, (make, size) in VIDEOS.items():
+        path = folder / f"{name}.mp4"
+        if not path.exists():
+            footage.write_video(path, make(size), fps=FPS, crf=20, bframes=2)
+        out[name] = str(path)
+    return out
+
+
+PARAMS = normalize_params({"frames": SAMPLES})
+
+
+def ours(path: str) -> int:
+    """The stage's unit work for one video (frame count and rate come from the manifest)."""
+    rows = extract_rows(path, N, FPS, PARAMS)
+    return sum(r["status"] == "face" for r in rows)
+
+
+def floor(path: str) -> int:
+    last = plan_indices(N, FPS, frames=SAMPLES)[-1]
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        for i, _ in enumerate(c.decode(s)):
+            if i >= last:
+                break
+    return 0
+
+
+_DLIB = None
+
+
+def baseline(path: str) -> int:
+    """DeepfakeBench-style: every frame decoded, dlib HOG (1 upsample) on each sampled frame."""
+    global _DLIB
+    import dlib
+
+    _DLIB = _DLIB or dlib.get_frontal_face_detector()
+    wanted = set(plan_indices(N, FPS, frames=SAMPLES))
+    cap = cv2.VideoCapture(path)
+    found, i = 0, 0
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i in wanted:
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            faces = _DLIB(rgb, 1)
+            if len(faces):
+                f = max(faces, key=lambda r: r.width() * r.height())
+                side = int(1.3 * max(f.width(), f.height()))
+                cx, cy = (f.left() + f.right()) // 2, (f.top() + f.bottom()) // 2
+                x0, y0 = max(0, cx - side // 2), max(0, cy - side // 2)
+                crop = cv2.resize(bgr[y0:y0 + side, x0:x0 + side], (256, 256))
+                cv2.imencode(".png", crop)
+                found += 1
+        i += 1
+    cap.release()
+    return found
+
+
+def timed(fn, path: str) -> tuple[float, float, int]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    n = fn(path)
+    return time.perf_counter() - t0, time.process_time() - c0, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="runs of ours and floor per video")
+    ap.add_argument("--baseline-repeats", type=int, default=2, help="runs of the (slow) baseline per video")
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "mesodata-bench-faces")
+    ap.add_argument("--only", default="", help="comma-separated video names")
+    args = ap.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    videos = make_videos(args.dir)
+    if args.only:
+        videos = {k: v for k, v in videos.items() if k in args.only.split(",")}
+    ours(videos[next(iter(videos))])  # warm up: imports, cascade, dlib model
+    print(f"cpu: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {SAMPLES} of {N} frames per video")
+    rows = []
+    for name, path in videos.items():
+        res = {"ours": [], "floor": [], "baseline": []}
+        for r in range(max(args.repeats, args.baseline_repeats)):
+            if r < args.repeats:
+                res["floor"].append(timed(floor, path))
+                res["ours"].append(timed(ours, path))
+            if r < args.baseline_repeats:
+                res["baseline"].append(timed(baseline, path))
+        med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), v[0][2])
+               for k, v in res.items()}
+        rows.append((name, med))
+        print(f"{name:16s} floor {med['floor'][0]:6.3f}s  ours {med['ours'][0]:6.3f}s "
+              f"({med['ours'][2]} faces)  baseline {med['baseline'][0]:7.3f}s ({med['baseline'][2]} faces)",
+              flush=True)
+    print("\n| video | decode floor (s) | ours (s) | baseline (s) | ours / floor | baseline / ours "
+          "| CPU s: floor / ours / baseline | faces: ours / baseline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, m in rows:
+        print(f"| {name} | {m['floor'][0]:.3f} | {m['ours'][0]:.3f} | {m['baseline'][0]:.2f} | "
+              f"{m['ours'][0] / m['floor'][0]:.2f}x | {m['baseline'][0] / m['ours'][0]:.1f}x | "
+              f"{m['floor'][1]:.2f} / {m['ours'][1]:.2f} / {m['baseline'][1]:.2f} | "
+              f"{m['ours'][2]}/{SAMPLES} / {m['baseline'][2]}/{SAMPLES} |")
+
+
+if __name__ == "__main__":
+    main()
