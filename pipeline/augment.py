@@ -270,6 +270,8 @@ def apply(image: np.ndarray, spec: dict, seed: int) -> tuple[np.ndarray, dict]:
     elif t == "rotate":
         sign = {"ccw": 1, "cw": -1}.get(spec["direction"]) or (1 if rng.integers(0, 2) else -1)
         angle = sign * spec["angle"]
+        if abs(angle) == 180:
+            angle = 180  # both directions give the same image
         if float(angle) % 90 == 0:
             k = int(angle // 90) % 4
             out = np.ascontiguousarray(np.rot90(image, k))  # exact: a permutation of the pixels
