@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -81,7 +82,30 @@ def resolve_cascade(cascade: str) -> str:
     raise FileNotFoundError(f"Haar cascade {cascade!r} is neither a file nor a name in {cv2.data.haarcascades}")
 
 
-@functools.cache
+class _Pool:
+    """Loaded models handed out one user at a time: neither OpenCV's CascadeClassifier nor dlib's
+    detector may be used by two threads at once, and loading them costs tens of milliseconds
+    (dlib's about half a second), too much to repeat per video."""
+
+    def __init__(self):
+        self._free: dict = {}
+        self._lock = threading.Lock()
+
+    def take(self, key, load):
+        with self._lock:
+            free = self._free.setdefault(key, [])
+            if free:
+                return free.pop()
+        return load()
+
+    def give(self, key, obj) -> None:
+        with self._lock:
+            self._free.setdefault(key, []).append(obj)
+
+
+_POOL = _Pool()
+
+
 def _load_cascade(path: str) -> cv2.CascadeClassifier:
     c = cv2.CascadeClassifier(path)
     if c.empty():
@@ -89,8 +113,7 @@ def _load_cascade(path: str) -> cv2.CascadeClassifier:
     return c
 
 
-@functools.cache
-def _dlib_detector():
+def _load_dlib():
     import dlib
 
     return dlib.get_frontal_face_detector()
@@ -108,8 +131,14 @@ def luma(frame) -> np.ndarray:
 class HaarDetector:
     def __init__(self, cascade: str, params: DetectParams = DetectParams()):
         self.path = resolve_cascade(cascade)
-        self.cascade = _load_cascade(self.path)
+        self.cascade = _POOL.take(("cascade", self.path), lambda: _load_cascade(self.path))
         self.p = params
+
+    def close(self) -> None:
+        """Hand the cascade back for the next detector (call once, when no thread uses it)."""
+        if self.cascade is not None:
+            _POOL.give(("cascade", self.path), self.cascade)
+            self.cascade = None
 
     def _run(self, img: np.ndarray, min_side: int, max_side: int | None = None,
              min_neighbors: int | None = None) -> np.ndarray:
@@ -219,7 +248,12 @@ class Verifier:
     def __init__(self, size: int = 160, threshold: float = -0.5):
         self.size = size
         self.threshold = threshold
-        self.detector = _dlib_detector()
+        self.detector = _POOL.take("dlib", _load_dlib)
+
+    def close(self) -> None:
+        if self.detector is not None:
+            _POOL.give("dlib", self.detector)
+            self.detector = None
 
     def __call__(self, crop_rgb: np.ndarray) -> bool:
         g = cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2GRAY)
@@ -248,6 +282,13 @@ class FaceCropper:
         self.max_candidates = max_candidates
         self.track: Box | None = None
         self.misses = 0
+
+    def close(self) -> None:
+        """Return the models to the pool. Skip it when a thread may still be using them (after a
+        timeout): they are then simply dropped."""
+        self.detector.close()
+        if self.verifier:
+            self.verifier.close()
 
     def _candidates(self, gray: np.ndarray) -> tuple[list[Box], str | None]:
         if self.track is None:

@@ -244,3 +244,15 @@ def test_bad_parameters_are_user_errors():
     with pytest.raises(UserError, match="at most one"):
         normalize_params({"stride": 2, "every_seconds": 1.0})
     assert normalize_params({"every_seconds": None, "stride": None})["frames"] == 32
+
+
+def test_two_threads_at_once_give_the_serial_rows(videos, talking_rows):
+    """Models are leased per video, and the deadline works off the main thread (no SIGALRM)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: extract_faces(videos["talking"], {"frames": 16}).to_pylist(), range(2)))
+    for rows in results:
+        assert [(r["frame_index"], r["status"], r["bbox"]) for r in rows] == \
+               [(r["frame_index"], r["status"], r["bbox"]) for r in talking_rows]
+        assert [r["image"] for r in rows] == [r["image"] for r in talking_rows]

@@ -207,6 +207,8 @@ def _extract(path, n_frames, fps, p, image_prefix, deadline) -> list[dict]:
         failure = f"{type(exc).__name__} at frame {sampler.decoded}: {exc}"
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        if not failure:  # after a failure the face thread may still be inside a model: drop them
+            cropper.close()
     error = failure or sampler.error
     rows = []
     for i in indices:
