@@ -1,0 +1,409 @@
+"""Stage 3: exact and near-duplicate face crops, within a video, across videos and across sources.
+
+Every crop gets two fingerprints (pipeline.phash): a hash of its decoded pixels (exact) and a 64-bit
+DCT pHash (near: Hamming distance <= `radius`). Matches are joined into clusters (connected
+components); inside a video one crop per cluster is kept, the first by frame order. Clusters that
+span videos are recorded, never dropped: each video keeps its representative, the row says
+`cross_video` / `cross_source`, and the split stage puts such videos in one group.
+
+Radius (default 6), measured on real footage (carphone talking head, H.264 at several CRFs, face
+crops 256x256 as the faces stage makes them; LFW faces from skimage for unrelated people):
+  same frame re-encoded crf23 vs crf40 (FF++ c23 vs c40), same crop box: median 4, p95 6, max 10
+    (<= 6: 97% of frames); crf23 vs crf30: max 6 (100%); crf18 vs crf23: max 4 (100%)
+  same, each encode with its own face detection: median 6-10 (<= 6: 39-82% of frames)
+  a byte-identical copy in another dataset: 0
+  consecutive frames of one video (40 ms): median 4 (<= 6: 81%); 10 frames apart: median 15 (14%)
+  unrelated: different people (LFW, 4950 pairs) min 10, 1% <= 16, median 26; LFW vs carphone min
+    14; astronaut vs carphone min 20, median 30; unrelated non-face crops min 10
+pHash thresholds at the median, so every hash has 32 ones and distances are even: 6 is the last
+even radius below the nearest unrelated pair (10) with one step of margin, and it holds >= 95% of a
+c23/c40 re-encode's frames.
+
+A cross-video link needs evidence: two videos are joined when they share an exact crop, or when at
+least `min_shared` (default 2) distinct crops of each match the other. A lone near match between two
+videos (at a million crops, unrelated faces produce some) is reported as a weak match, not merged,
+so chance collisions cannot chain unrelated groups together.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import atomic, phash, schema
+from ..errors import UserError
+from ..runner import Stage, Unit, Work, map_units, read_parts, summarize
+
+log = logging.getLogger("mesodata")
+
+NAME = "dedupe"
+VERSION = "1"
+OUTPUT = "dedupe.parquet"
+REPORT = "reports/dedupe.json"
+FIGURE = "reports/dedupe-clusters.png"
+FACES_DIR = "faces"
+CHUNK = 16  # faces part files per unit
+DEFAULTS = {"radius": phash.DEFAULT_RADIUS, "min_shared": 2}
+_FACE_COLUMNS = ["video_id", "frame_index", "source", "label", "method", "group", "status", "image"]
+
+__all__ = ["run", "read", "cluster", "hash_images", "face_files", "NAME", "OUTPUT", "DEFAULTS"]
+
+
+def _check_params(params: dict) -> dict:
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"dedupe: unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    r = p["radius"]
+    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r <= 64:
+        raise UserError(f"The 'radius' parameter of dedupe must be an int in the range [0, 64]. Got {r!r} instead.")
+    m = p["min_shared"]
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise UserError(f"The 'min_shared' parameter of dedupe must be an int >= 1. Got {m!r} instead.")
+    return {"radius": int(r), "min_shared": int(m)}
+
+
+# --- per-unit work: fingerprints of every crop ------------------------------------------------
+def face_files(work: Work) -> list[str]:
+    """The faces stage's Parquet parts, relative to the work dir, sorted."""
+    d = work.path(FACES_DIR)
+    if not d.is_dir():
+        return []
+    return sorted(p.relative_to(work.root).as_posix() for p in d.rglob("*.parquet")
+                  if not p.name.startswith("."))
+
+
+def hash_images(images: list[dict | None], root: Path | None = None) -> tuple[list, list, list]:
+    """(pixel_hash, phash int64, error) per image cell (struct bytes/path; path relative to `root`)."""
+    px, ph, err = [], [], []
+    for cell in images:
+        try:
+            data = cell.get("bytes") if cell else None
+            if data is None and cell and cell.get("path"):
+                data = Path(root or ".", cell["path"]).read_bytes()
+            if data is None:
+                raise ValueError("no image bytes or path")
+            rgb = phash.decode(data)
+        except (OSError, ValueError) as exc:
+            px.append(None); ph.append(None); err.append(str(exc)[:200])
+            continue
+        px.append(phash.pixel_hash(rgb))
+        ph.append(int(phash.to_signed(phash.phash(rgb))))
+        err.append(None)
+    return px, ph, err
+
+
+def _hash_unit(payload: tuple[str, list[str]]) -> pa.Table:
+    root, files = payload
+    out = []
+    for rel in files:
+        pf = pq.ParquetFile(os.path.join(root, rel))
+        cols = [c for c in _FACE_COLUMNS if c in pf.schema_arrow.names]
+        t = pf.read(columns=cols)
+        out.append(_hash_table(t, Path(root), rel))
+    return pa.concat_tables(out) if out else _empty_unit()
+
+
+def _hash_table(t: pa.Table, root: Path, rel: str) -> pa.Table:
+    df = {c: t.column(c).to_pylist() if c in t.column_names else [None] * t.num_rows
+          for c in _FACE_COLUMNS}
+    keep = [i for i in range(t.num_rows)
+            if df["image"][i] is not None and (df["status"][i] in (None, "face"))]
+    px, ph, err = hash_images([df["image"][i] for i in keep], root)
+    return pa.table({
+        "video_id": pa.array([df["video_id"][i] for i in keep], pa.string()),
+        "frame_index": pa.array([df["frame_index"][i] for i in keep], pa.int64()),
+        "source": pa.array([df["source"][i] for i in keep], pa.string()),
+        "label": pa.array([df["label"][i] for i in keep], pa.int8()),
+        "method": pa.array([df["method"][i] for i in keep], pa.string()),
+        "group": pa.array([df["group"][i] for i in keep], pa.string()),
+        "pixel_hash": pa.array(px, pa.string()),
+        "phash": pa.array(ph, pa.int64()),
+        "error": pa.array(err, pa.string()),
+        "faces_part": pa.array([rel] * len(keep), pa.string()),
+    })
+
+
+def _empty_unit() -> pa.Table:
+    return _hash_table(pa.table({"image": pa.array([], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))}),
+                       Path("."), "")
+
+
+# --- the global step: clusters ------------------------------------------------------------------
+def cluster(video: np.ndarray, hashes: np.ndarray, pixel: np.ndarray | None, radius: int,
+            min_shared: int = 2) -> dict:
+    """Cluster crops: rows are (video code, pHash as int64, pixel-hash code or -1).
+
+    Returns {"cluster": component per row, "pairs": node pairs and
+    distances, "links": DataFrame of cross-video evidence (u, v, shared_u, shared_v, min_distance,
+    exact, linked)}. Exact and near matches inside a video always join; across videos only between
+    linked videos (an exact match, or >= min_shared distinct crops on each side).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(video)
+    v = np.asarray(video, np.int64)
+    h = phash.to_unsigned(np.asarray(hashes, np.int64))
+    uniq, node = np.unique(h, return_inverse=True)
+    node = node.reshape(-1)
+    ui, uj, ud = phash.neighbours(uniq, radius)
+    nv = int(video.max()) + 1 if n else 1
+    cell_key, cell = np.unique(node * nv + v, return_inverse=True)
+    cell = cell.reshape(-1)
+    cell_node, cell_video = cell_key // nv, cell_key % nv
+
+    # closed neighbourhood of every node: itself at 0, and its near nodes
+    nn = len(uniq)
+    ea = np.concatenate([np.arange(nn), ui, uj])
+    eb = np.concatenate([np.arange(nn), uj, ui])
+    ed = np.concatenate([np.zeros(nn, np.int64), ud, ud])
+    edges = pd.DataFrame({"a": ea, "b": eb, "d": ed})
+    cells = pd.DataFrame({"node": cell_node, "cv": cell_video, "cell": np.arange(len(cell_key))})
+
+    # evidence: row r (video u) matches video w when a node within reach of r's node holds w
+    rows = pd.DataFrame({"r": np.arange(len(v)), "u": v, "a": node})
+    reach = rows.merge(edges, on="a").merge(cells.rename(columns={"node": "b", "cv": "w"}), on="b")
+    reach = reach[reach.u != reach.w]
+    ev = (reach.groupby(["u", "w"]).agg(shared=("r", "nunique"), dist=("d", "min")).reset_index())
+    fwd = ev.rename(columns={"shared": "shared_u"})
+    back = ev.rename(columns={"u": "w", "w": "u", "shared": "shared_w", "dist": "dist_w"})
+    links = fwd.merge(back[["u", "w", "shared_w"]], on=["u", "w"], how="left").fillna({"shared_w": 0})
+    links = links[links.u < links.w].rename(columns={"w": "v", "shared_w": "shared_v", "dist": "min_distance"})
+    links["exact"] = False
+    if pixel is not None and len(links):
+        px = pd.DataFrame({"p": np.asarray(pixel), "u": v})
+        px = px[px.p >= 0].drop_duplicates()
+        multi = px[px.duplicated("p", keep=False)]
+        if len(multi):
+            pairs = multi.merge(multi, on="p")
+            pairs = pairs[pairs.u_x < pairs.u_y]
+            exact = set(zip(pairs.u_x.tolist(), pairs.u_y.tolist()))
+            links["exact"] = [(a, b) in exact for a, b in zip(links.u.tolist(), links.v.tolist())]
+    links["shared_v"] = links["shared_v"].astype(np.int64)
+    links["linked"] = links.exact | ((links.shared_u >= min_shared) & (links.shared_v >= min_shared))
+    linked_keys = np.sort((links.u * nv + links.v)[links.linked].to_numpy(np.int64))
+
+    # cell graph: cells of one node or of near nodes join when same video or linked videos
+    ce = edges.merge(cells.rename(columns={"node": "a", "cv": "va", "cell": "ca"}), on="a")
+    ce = ce.merge(cells.rename(columns={"node": "b", "cv": "vb", "cell": "cb"}), on="b")
+    ce = ce[ce.ca < ce.cb]
+    lo = np.minimum(ce.va.to_numpy(), ce.vb.to_numpy())
+    hi = np.maximum(ce.va.to_numpy(), ce.vb.to_numpy())
+    key = lo * nv + hi
+    pos = np.searchsorted(linked_keys, key)
+    is_linked = (pos < len(linked_keys)) & (linked_keys[np.minimum(pos, max(len(linked_keys) - 1, 0))] == key) \
+        if len(linked_keys) else np.zeros(len(key), bool)
+    keep = (lo == hi) | is_linked
+    nc = len(cell_key)
+    g = coo_matrix((np.ones(int(keep.sum()), np.int8), (ce.ca.to_numpy()[keep], ce.cb.to_numpy()[keep])),
+                   shape=(nc, nc))
+    _, comp = connected_components(g, directed=False)
+    return {"cluster": comp[cell].astype(np.int64), "pairs": (ui, uj, ud), "links": links.reset_index(drop=True)}
+
+
+def dedupe_table(t: pa.Table, radius: int, min_shared: int) -> tuple[pd.DataFrame, dict]:
+    """Rows sorted by (video_id, frame_index) with cluster, kept, reason; and the evidence for the report."""
+    df = t.to_pandas().sort_values(["video_id", "frame_index"], kind="stable").reset_index(drop=True)
+    vcode, videos = pd.factorize(df.video_id, sort=True)
+    pcode, _ = pd.factorize(df.pixel_hash, sort=True)  # -1 for null
+    ok = df.phash.notna().to_numpy()
+    hashes = df.phash.fillna(0).astype(np.int64).to_numpy()
+    res = cluster(vcode[ok], hashes[ok], pcode[ok], radius, min_shared) if ok.any() else \
+        {"cluster": np.zeros(0, np.int64), "pairs": (np.zeros(0),) * 3, "links": pd.DataFrame(
+            columns=["u", "v", "shared_u", "shared_v", "min_distance", "exact", "linked"])}
+    comp = np.full(len(df), -1, np.int64)
+    comp[ok] = res["cluster"]
+    # cluster ids in order of first appearance (rows are sorted): independent of worker order
+    first = pd.Series(np.arange(len(df)))[ok].groupby(comp[ok]).min()
+    rank = pd.Series(np.arange(len(first)), index=first.sort_values().index)
+    df["cluster"] = pd.array([rank[c] if c >= 0 else None for c in comp], dtype="Int64") if len(df) else \
+        pd.array([], dtype="Int64")
+    c = df[ok]
+    size = c.groupby("cluster").size()
+    nvid = c.groupby("cluster").video_id.nunique()
+    nsrc = c.groupby("cluster").source.nunique()
+    df["cluster_size"] = df.cluster.map(size).astype("Int64")
+    df["cluster_videos"] = df.cluster.map(nvid).astype("Int64")
+    df["cluster_sources"] = df.cluster.map(nsrc).astype("Int64")
+    first_in_video = ~df.duplicated(["cluster", "video_id"]) & ok
+    exact_dup = df.duplicated(["video_id", "pixel_hash"]) & ok
+    df["kept"] = first_in_video
+    reason = np.where(df.cluster_size.fillna(1).to_numpy() == 1, "unique", "representative").astype(object)
+    reason[(df.cluster_videos.fillna(1) > 1).to_numpy()] = "cross_video"
+    reason[(df.cluster_sources.fillna(1) > 1).to_numpy()] = "cross_source"
+    reason[~first_in_video.to_numpy()] = "near_duplicate"
+    reason[(exact_dup & ~first_in_video).to_numpy()] = "exact_duplicate"
+    reason[~ok] = "undecodable"
+    df["reason"] = reason
+    links = res["links"].copy()
+    if len(links):
+        links["video_a"] = videos[links.u.to_numpy()]
+        links["video_b"] = videos[links.v.to_numpy()]
+    return df, {"links": links, "pairs": res["pairs"], "videos": videos}
+
+
+# --- the stage ----------------------------------------------------------------------------------
+def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
+    """Fingerprint every face crop, cluster duplicates, write dedupe.parquet and its report."""
+    params = _check_params(params or {})
+    stage = Stage(NAME, VERSION, params, upstream=("faces",))
+    fp = work.fingerprint(stage)  # UserError when the faces stage has not run
+    if work.is_fresh(stage):
+        log.info("dedupe: up to date, nothing to do")
+        return work.state(NAME)
+    files = face_files(work)
+    parts = work.parts_dir(stage, fp)
+    if files:
+        units = [Unit(f"faces-{i // CHUNK:06d}", (str(work.root), files[i:i + CHUNK]))
+                 for i in range(0, len(files), CHUNK)]
+        results = map_units(_hash_unit, units, parts, artifact=None, workers=workers,
+                            desc="dedupe", executor=executor)
+        table = read_parts(parts, [u.key for u in units])
+    else:  # a faces stage that keeps its table elsewhere: ask it
+        from ..build import stage_module
+
+        faces = stage_module("faces")
+        if faces is None or not hasattr(faces, "read"):
+            raise UserError(f"no face crops under {work.path(FACES_DIR)}: run `mesodata build` first")
+        t = faces.read(work, columns=[c for c in _FACE_COLUMNS])
+        table, results = _hash_table(t, work.root, ""), [{"key": "faces", "skipped": False, "rows": t.num_rows}]
+    df, evidence = dedupe_table(table, params["radius"], params["min_shared"])
+    out = schema.conform(pa.Table.from_pandas(df, preserve_index=False), NAME)
+    atomic.write_parquet(work.path(OUTPUT), out)
+    report = build_report(df, evidence, params)
+    wrote_figure = _figure(work, df, report)
+    report["figure"] = FIGURE if wrote_figure else None
+    atomic.write_json(work.path(REPORT), report)
+    print_report(report)
+    counts = {"crops": len(df), "kept": int(df.kept.sum()), "clusters": report["clusters"]["multi"],
+              "cross_video_clusters": report["clusters"]["cross_video"], **summarize(results)}
+    return work.record(stage, [OUTPUT, REPORT] + ([FIGURE] if wrote_figure else []), counts)
+
+
+def read(work: Work, columns: list[str] | None = None) -> pa.Table:
+    path = work.path(OUTPUT)
+    if not path.exists():
+        raise UserError(f"no {OUTPUT} in {work.root}: run `mesodata build` first (stage 'dedupe' is missing)")
+    return pq.read_table(path, columns=columns)
+
+
+# --- report -------------------------------------------------------------------------------------
+def build_report(df: pd.DataFrame, evidence: dict, params: dict, top: int = 10, limit: int = 200) -> dict:
+    ok = df[df.reason != "undecodable"]
+    multi = ok[ok.cluster_size > 1]
+    per = multi.groupby("cluster").agg(size=("video_id", "size"), videos=("video_id", "nunique"),
+                                       sources=("source", "nunique"))
+    largest = per.sort_values(["size", "videos"], ascending=False, kind="stable").head(top)
+    big = []
+    for cid, r in largest.iterrows():
+        members = multi[multi.cluster == cid]
+        big.append({"cluster": int(cid), "crops": int(r["size"]), "videos": int(r["videos"]),
+                    "sources": sorted(members.source.dropna().unique().tolist()),
+                    "examples": members.head(8)[["video_id", "frame_index"]].to_dict("records")})
+    links = evidence["links"]
+    src = df.drop_duplicates("video_id").set_index("video_id").source
+    pairs_out, weak = [], []
+    if len(links):
+        links = links.assign(source_a=links.video_a.map(src), source_b=links.video_b.map(src))
+        for r in links.sort_values(["video_a", "video_b"]).itertuples():
+            entry = {"video_a": r.video_a, "video_b": r.video_b, "source_a": r.source_a, "source_b": r.source_b,
+                     "shared_a": int(r.shared_u), "shared_b": int(r.shared_v),
+                     "min_distance": int(r.min_distance), "exact": bool(r.exact)}
+            (pairs_out if r.linked else weak).append(entry)
+    cross_source = [p for p in pairs_out if p["source_a"] != p["source_b"]]
+    d = evidence["pairs"][2]
+    return {
+        "params": params,
+        "crops": int(len(df)), "videos": int(df.video_id.nunique()),
+        "kept": int(df.kept.sum()),
+        "reasons": {k: int(v) for k, v in sorted(Counter(df.reason).items())},
+        "clusters": {"multi": int(len(per)), "cross_video": int((per.videos > 1).sum()),
+                     "cross_source": int((per.sources > 1).sum()),
+                     "largest_crops": int(per["size"].max()) if len(per) else 0},
+        "largest": big,
+        "near_pair_distances": np.bincount(np.asarray(d, np.int64), minlength=params["radius"] + 1).tolist()
+        if len(d) else [],
+        "linked_video_pairs": len(pairs_out),
+        "cross_source_pairs": cross_source[:limit],
+        "cross_source_pair_count": len(cross_source),
+        "cross_video_pairs": pairs_out[:limit],
+        "weak_matches": weak[:limit], "weak_match_count": len(weak),
+        "undecodable": df[df.reason == "undecodable"][["video_id", "frame_index", "error"]].head(limit)
+        .to_dict("records"),
+    }
+
+
+def print_report(report: dict, limit: int = 10) -> None:
+    from ..report import print_table
+
+    c = report["clusters"]
+    print(f"\nDedupe (radius {report['params']['radius']}, cross-video links need "
+          f"{report['params']['min_shared']} shared crops or an exact copy): {report['crops']} crops of "
+          f"{report['videos']} videos, {report['kept']} kept")
+    print(f"  reasons: " + ", ".join(f"{k} {v}" for k, v in report["reasons"].items()))
+    print(f"  clusters: {c['multi']} with >1 crop, {c['cross_video']} across videos, "
+          f"{c['cross_source']} across sources; largest {c['largest_crops']} crops")
+    if report["largest"]:
+        print_table("Largest duplicate clusters", [
+            {**b, "sources": ",".join(b["sources"]),
+             "e.g.": ", ".join(f"{e['video_id']}#{e['frame_index']}" for e in b["examples"][:2])}
+            for b in report["largest"][:limit]], ["cluster", "crops", "videos", "sources", "e.g."])
+    if report["cross_source_pairs"]:
+        print_table(f"Cross-source duplicate videos ({report['cross_source_pair_count']})",
+                    report["cross_source_pairs"][:limit],
+                    ["video_a", "video_b", "shared_a", "shared_b", "min_distance", "exact"])
+    if report["weak_match_count"]:
+        print(f"  {report['weak_match_count']} weak cross-video match(es) below the evidence threshold "
+              f"(not merged; listed in {REPORT})")
+
+
+def _figure(work: Work, df: pd.DataFrame, report: dict, per_cluster: int = 8) -> bool:
+    """Thumbnails of the largest clusters -> reports/dedupe-clusters.png; False when there are none."""
+    clusters = report["largest"][:6]
+    if not clusters:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wanted = {(e["video_id"], e["frame_index"]) for b in clusters for e in b["examples"][:per_cluster]}
+    files = df[[(v, f) in wanted for v, f in zip(df.video_id, df.frame_index)]].faces_part.dropna().unique() \
+        if "faces_part" in df else []
+    images = {}
+    for rel in files:
+        if not rel:
+            continue
+        t = pq.read_table(work.path(rel), columns=["video_id", "frame_index", "image"])
+        for vid, fi, img in zip(*(t.column(c).to_pylist() for c in ("video_id", "frame_index", "image"))):
+            if (vid, fi) in wanted and img and img.get("bytes"):
+                images[vid, fi] = img["bytes"]
+    fig, axes = plt.subplots(len(clusters), per_cluster, figsize=(per_cluster * 1.4, len(clusters) * 1.6),
+                             squeeze=False)
+    for row, b in zip(axes, clusters):
+        for k, ax in enumerate(row):
+            ax.axis("off")
+            if k < len(b["examples"]):
+                e = b["examples"][k]
+                data = images.get((e["video_id"], e["frame_index"]))
+                if data is not None:
+                    ax.imshow(phash.decode(data))
+                ax.set_title(f"{e['video_id'].split('/')[-1][:14]}#{e['frame_index']}", fontsize=5)
+        row[0].text(-0.1, 0.5, f"#{b['cluster']}\n{b['crops']} crops\n{b['videos']} videos",
+                    transform=row[0].transAxes, ha="right", va="center", fontsize=6)
+    fig.suptitle(f"Largest duplicate clusters (radius {report['params']['radius']})", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic.write_bytes(work.path(FIGURE), buf.getvalue())
+    return True

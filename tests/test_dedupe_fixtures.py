@@ -1,0 +1,128 @@
+"""Helpers (no tests): a faces-like table from real crops, and manifests, until the faces stage lands.
+
+The faces stage writes per-video Parquet parts under WORK/faces/ (one row per sampled frame: video_id,
+frame_index, timestamp, image struct<bytes, path> PNG 256x256 or null, bbox, status, source, label,
+method, group) and records state `faces`; these helpers write exactly that, from real footage.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import atomic, schema
+from pipeline.runner import Stage, Work, part_name
+
+IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+@functools.cache
+def _cascade():
+    return cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+
+
+def face_box(rgb: np.ndarray):
+    faces = _cascade().detectMultiScale(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 1.1, 4, minSize=(40, 40))
+    return tuple(int(x) for x in max(faces, key=lambda b: b[2] * b[3])) if len(faces) else None
+
+
+def crop(rgb: np.ndarray, box, margin: float = 1.3, size: int = 256) -> np.ndarray:
+    """A square crop `margin` times the box side around its centre (reflected at borders), size x size."""
+    x, y, w, h = box
+    side = int(round(max(w, h) * margin))
+    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    big = cv2.copyMakeBorder(rgb, side, side, side, side, cv2.BORDER_REFLECT)
+    c = big[y0 + side:y0 + 2 * side, x0 + side:x0 + 2 * side]
+    return cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC)
+
+
+def face_crops(frames, *, keep_box: bool = True) -> list[np.ndarray | None]:
+    """One crop per frame around its largest Haar face (the last box when none is found)."""
+    out, last = [], None
+    for f in frames:
+        b = face_box(f)
+        b = b if b is not None else (last if keep_box else None)
+        last = b
+        out.append(crop(f, b) if b is not None else None)
+    return out
+
+
+def read_frames(path: str | Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def faces_part(video: dict) -> pa.Table:
+    """A faces part for one video: {video_id, source, label, method, group, crops: [array|None|bytes]}."""
+    crops = video["crops"]
+    idx = video.get("frame_index") or list(range(len(crops)))
+    images, status = [], []
+    for c in crops:
+        if c is None:
+            images.append(None); status.append("no_face")
+        else:
+            images.append({"bytes": c if isinstance(c, bytes) else png(c), "path": None}); status.append("face")
+    n = len(crops)
+    return pa.table({
+        "video_id": pa.array([video["video_id"]] * n, pa.string()),
+        "frame_index": pa.array(idx, pa.int64()),
+        "timestamp": pa.array([i / 25.0 for i in idx], pa.float64()),
+        "image": pa.array(images, IMAGE),
+        "bbox": pa.array([[0, 0, 256, 256] if c is not None else None for c in crops], pa.list_(pa.int32())),
+        "status": pa.array(status, pa.string()),
+        "source": pa.array([video["source"]] * n, pa.string()),
+        "label": pa.array([video["label"]] * n, pa.int8()),
+        "method": pa.array([video["method"]] * n, pa.string()),
+        "group": pa.array([video["group"]] * n, pa.string()),
+    })
+
+
+def write_faces(work: Work, videos: list[dict], tag: str = "fixture") -> None:
+    """WORK/faces/<part>.parquet per video and the `faces` stage state, as the faces stage leaves them."""
+    outputs = []
+    for v in videos:
+        rel = f"faces/{part_name(v['video_id'])}"
+        atomic.write_parquet(work.path(rel), faces_part(v))
+        outputs.append(rel)
+    work.record(Stage("faces", "fixture", {"tag": tag}, upstream=("manifest",)), outputs,
+                {"videos": len(videos)})
+
+
+def write_manifest(work: Work, rows: list[dict], tag: str = "fixture") -> None:
+    """manifest.parquet from partial rows (defaults: status ok, official_split null) and its state."""
+    full = []
+    for r in rows:
+        full.append({"path": r["video_id"] + ".mp4", "compression": None, "official_split": None,
+                     "status": "ok", "error": None, **r})
+    t = pa.Table.from_pylist(full, schema=schema.load("manifest"))
+    atomic.write_parquet(work.path("manifest.parquet"), schema.conform(t, "manifest"))
+    work.record(Stage("manifest", "fixture", {"tag": tag}), ["manifest.parquet"], {"videos": len(rows)})
+
+
+def write_dataset(work: Work, videos: list[dict], tag: str = "fixture") -> None:
+    """Manifest + faces for `videos` (each as for faces_part, plus optional status / official_split)."""
+    write_manifest(work, [{k: v[k] for k in ("video_id", "source", "label", "method", "group")}
+                          | {k: v[k] for k in ("status", "official_split") if k in v} for v in videos], tag)
+    write_faces(work, [v for v in videos if v.get("status", "ok") == "ok"], tag)
+
+
+def read_manifest_table(work: Work) -> pa.Table:
+    return pq.read_table(work.path("manifest.parquet"))
