@@ -431,7 +431,7 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
     for source, label, part in with_faces:
         by_source[source][label].append(part)
     out = []
-    tile, left, top = 160, 110, 36
+    tile, left, top = 160, 130, 36
     for source in sorted(by_source):
         rng = random.Random(f"{p['seed']}:{source}")
         labels = [lab for lab in (0, 1, None) if by_source[source].get(lab)]
@@ -441,7 +441,7 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
         for r, lab in enumerate(labels):
             y0 = top + r * (tile + 22)
             name = {0: "real", 1: "fake", None: "no label"}[lab]
-            cv2.putText(sheet, name, (10, y0 + tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+            cv2.putText(sheet, name, (10, y0 + tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
                         (0, 0, 200) if lab == 1 else (0, 120, 0), 2, cv2.LINE_AA)
             parts = by_source[source][lab]
             picks = rng.sample(parts, min(n, len(parts)))
