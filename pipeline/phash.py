@@ -254,6 +254,25 @@ def _chunk_key(hashes: np.ndarray, bits: np.ndarray) -> np.ndarray:
     return key
 
 
+SMALL_BUCKET = 48
+
+
+def _small_bucket_pairs(order: np.ndarray, sorted_keys: np.ndarray, in_small: np.ndarray,
+                        max_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of rows sharing a key, for the keys whose run in `sorted_keys` is marked small."""
+    out_i, out_j = [], []
+    n = len(sorted_keys)
+    for k in range(1, max_size):
+        p = np.flatnonzero(in_small[:n - k] & (sorted_keys[:n - k] == sorted_keys[k:]))
+        if not len(p):
+            break
+        out_i.append(order[p]); out_j.append(order[p + k])
+    if not out_i:
+        e = np.zeros(0, np.int64)
+        return e, e
+    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
+
+
 def _bucket_search(hashes: np.ndarray, codes: np.ndarray, radius: int, faiss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     plan = chunk_plan(radius, hashes)
     masks = [np.bitwise_or.reduce(np.uint64(1) << bits.astype(np.uint64)) for bits in plan]
@@ -265,10 +284,24 @@ def _bucket_search(hashes: np.ndarray, codes: np.ndarray, radius: int, faiss) ->
         cuts = np.flatnonzero(sk[1:] != sk[:-1]) + 1
         starts = np.concatenate([[0], cuts])
         ends = np.concatenate([cuts, [len(sk)]])
+        sizes = ends - starts
         ci, cj, cd = [], [], []
-        for b in np.flatnonzero(ends - starts >= 2):
+        small = (sizes >= 2) & (sizes <= SMALL_BUCKET)
+        if small.any():  # many small buckets: all their pairs at once in numpy (no per-bucket call)
+            si, sj = _small_bucket_pairs(order, sk, np.repeat(small, sizes), int(sizes[small].max()))
+            sd = hamming(hashes[si], hashes[sj])
+            near = sd <= radius
+            ci.append(si[near]); cj.append(sj[near]); cd.append(sd[near])
+        threads = faiss.omp_get_max_threads()
+        for b in np.flatnonzero(sizes > SMALL_BUCKET):
             members = order[starts[b]:ends[b]]
-            qi, qj, qd = _self_pairs(codes[members], radius, faiss)
+            # threads pay off on big buckets only; on small ones their start-up (and, on a busy
+            # machine, their waiting for each other) costs more than the distances
+            faiss.omp_set_num_threads(threads if len(members) >= 1024 else 1)
+            try:
+                qi, qj, qd = _self_pairs(codes[members], radius, faiss)
+            finally:
+                faiss.omp_set_num_threads(threads)
             if len(qi):
                 ci.append(members[qi]); cj.append(members[qj]); cd.append(qd)
         if not ci:

@@ -126,3 +126,40 @@ def write_dataset(work: Work, videos: list[dict], tag: str = "fixture") -> None:
 
 def read_manifest_table(work: Work) -> pa.Table:
     return pq.read_table(work.path("manifest.parquet"))
+
+
+_SAMPLE_WORK: dict[str, Path] = {}
+
+
+def sample_work(sample_root: Path, dest: Path, every: int = 8) -> Path:
+    """A work dir with the real manifest stage run on the sample and faces crops of every ok video
+    (every `every`-th frame, Haar face, 256x256 PNG), built once per session. Read-only: copy it."""
+    key = str(sample_root)
+    if key not in _SAMPLE_WORK:
+        from pipeline.stages import manifest
+
+        work = Work(dest)
+        manifest.run(work, sample_root, ["celebdf", "dfdc", "ff++"], workers=1)
+        rows = pq.read_table(work.path("manifest.parquet")).to_pylist()
+        videos = []
+        for r in rows:
+            if r["status"] != "ok":
+                continue
+            frames = read_frames(sample_root / r["path"])
+            idx = list(range(0, len(frames), every))
+            videos.append({**{k: r[k] for k in ("video_id", "source", "label", "method", "group")},
+                           "crops": face_crops([frames[i] for i in idx], keep_box=False), "frame_index": idx})
+        write_faces(work, videos)
+        _SAMPLE_WORK[key] = Path(dest)
+    return _SAMPLE_WORK[key]
+
+
+def write_dedupe(work: Work, rows: list[dict], tag: str = "fixture") -> None:
+    """dedupe.parquet from partial rows (video_id, frame_index, kept, cluster, cluster_videos ...)."""
+    full = [{"source": None, "label": None, "method": None, "group": None, "pixel_hash": None, "phash": None,
+             "cluster": None, "cluster_size": 1, "cluster_videos": 1, "cluster_sources": 1, "kept": True,
+             "reason": "unique", "error": None, **r} for r in rows]
+    t = pa.Table.from_pylist(full, schema=schema.load("dedupe"))
+    atomic.write_parquet(work.path("dedupe.parquet"), schema.conform(t, "dedupe"))
+    work.record(Stage("faces", "fixture", {"tag": tag}, upstream=("manifest",)), [], {})
+    work.record(Stage("dedupe", "fixture", {"tag": tag}, upstream=("faces",)), ["dedupe.parquet"], {"crops": len(rows)})

@@ -74,10 +74,16 @@ def _check_params(params: dict) -> dict:
 
 # --- per-unit work: fingerprints of every crop ------------------------------------------------
 def face_files(work: Work) -> list[str]:
-    """The faces stage's Parquet parts, relative to the work dir, sorted."""
+    """The faces stage's Parquet parts, relative to the work dir: its index's, else every part there."""
     d = work.path(FACES_DIR)
     if not d.is_dir():
         return []
+    index = d / "_index.json"
+    if index.is_file():
+        try:
+            return [f"{FACES_DIR}/{e['part']}" for e in json.loads(index.read_text())["parts"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable %s: using every part under %s", index, d)
     return sorted(p.relative_to(work.root).as_posix() for p in d.rglob("*.parquet")
                   if not p.name.startswith("."))
 

@@ -1,0 +1,193 @@
+"""Dedupe: pHash on real footage, the exact all-pairs search, and the stage on the real-footage sample."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from skimage import data as skdata
+
+from pipeline import footage, phash, schema
+from pipeline.errors import UserError
+from pipeline.runner import Work
+from pipeline.stages import dedupe
+
+try:
+    import test_dedupe_fixtures as F
+except ImportError:  # tests/ became a package
+    from tests import test_dedupe_fixtures as F
+
+
+@pytest.fixture(scope="session")
+def dedupe_work(sample_root, tmp_path_factory):
+    """The sample's manifest + faces + the dedupe stage, run once (read-only)."""
+    src = F.sample_work(sample_root, tmp_path_factory.mktemp("sample_work") / "work")
+    dst = tmp_path_factory.mktemp("dedupe_work") / "work"
+    shutil.copytree(src, dst)
+    work = Work(dst)
+    dedupe.run(work, {}, workers=1)
+    return work
+
+
+# --- pHash ----------------------------------------------------------------------------------------
+def test_phash_is_the_dct_phash():
+    """Our batched DCT equals cv2.dct: bit k = low-frequency coefficient k above their median."""
+    img = skdata.astronaut()
+    small = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(small.astype(np.float32))[:8, :8].ravel()
+    expected = int("".join("1" if c > np.median(low) else "0" for c in low), 2)
+    assert int(phash.phash(img)) == expected
+    assert phash.hamming(phash.phash(img), phash.phash(img[:, ::-1].copy())) > phash.DEFAULT_RADIUS
+    batch = phash.phash([img, img[::-1].copy()])
+    assert batch.dtype == np.uint64 and int(batch[0]) == expected
+    assert (phash.to_unsigned(phash.to_signed(batch)) == batch).all()
+
+
+def _reencode(frames, crf, tmp_path):
+    path = tmp_path / f"crf{crf}.mp4"
+    footage.write_video(path, frames, crf=crf)
+    return F.read_frames(path)
+
+
+def test_radius_holds_reencodes_and_rejects_unrelated_faces(tmp_path):
+    """Real footage: the same frames at FF++'s c23 and c40 qualities sit within the default radius;
+    different people (LFW faces), and different clips, do not."""
+    src = [cv2.resize(f, (352, 288), interpolation=cv2.INTER_CUBIC) for f in footage.carphone_frames()[:60]]
+    c23, c40 = _reencode(src, 23, tmp_path), _reencode(src, 40, tmp_path)
+    boxes, last = [], None
+    for f in c23:
+        last = F.face_box(f) or last
+        boxes.append(last)
+    h23 = phash.phash([F.crop(f, b) for f, b in zip(c23, boxes)])
+    h40 = phash.phash([F.crop(f, b) for f, b in zip(c40, boxes)])
+    d = phash.hamming(h23, h40)
+    assert (d <= phash.DEFAULT_RADIUS).mean() >= 0.9, np.bincount(d)
+    lfw = (skdata.lfw_subset()[:100] * 255).astype(np.uint8)
+    hl = phash.phash([cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC) for f in lfw])
+    iu = np.triu_indices(len(hl), 1)
+    assert phash.hamming(hl[:, None], hl[None, :])[iu].min() > phash.DEFAULT_RADIUS
+    ast = F.face_crops(footage.pan(footage.astronaut(), 10, (320, 320), seed=1))
+    ha = phash.phash([c for c in ast if c is not None])
+    assert phash.hamming(ha[:, None], h23[None, :]).min() > phash.DEFAULT_RADIUS
+
+
+def _random_clustered(n=2500, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2 ** 63, size=n, dtype=np.int64).view(np.uint64)
+    flips = np.zeros(n, np.uint64)
+    for k in range(n):
+        for b in rng.choice(64, size=rng.integers(0, 10), replace=False):
+            flips[k] |= np.uint64(1) << np.uint64(b)
+    return np.concatenate([base, base ^ flips, base[:40]])  # near copies and exact copies
+
+
+@pytest.mark.parametrize("radius", [0, 1, 4, 6, 9])
+@pytest.mark.parametrize("method", ["buckets", "flat", "multihash"])
+def test_neighbours_finds_exactly_the_brute_force_pairs(radius, method):
+    h = _random_clustered()
+    dist = phash.hamming(h[:, None], h[None, :])
+    ti, tj = np.nonzero(np.triu(dist <= radius, 1))
+    i, j, d = phash.neighbours(h, radius, method=method)
+    assert list(zip(i.tolist(), j.tolist())) == list(zip(ti.tolist(), tj.tolist()))
+    assert (d == dist[i, j]).all()
+
+
+def test_chunk_plan_partitions_the_bits():
+    h = _random_clustered()
+    for r in (0, 3, 6, 8, 63):
+        plan = phash.chunk_plan(r, h)
+        bits = np.concatenate(plan)
+        assert len(plan) == r + 1 and sorted(bits.tolist()) == list(range(64))
+
+
+# --- the stage ------------------------------------------------------------------------------------
+def test_dedupe_finds_copies_across_sources(dedupe_work):
+    rep = json.loads(dedupe_work.path(dedupe.REPORT).read_text())
+    pairs = {(p["video_a"], p["video_b"]): p for p in rep["cross_video_pairs"]}
+    copied = pairs[("dfdc/dfdc_train_part_0/ecopiedxxx", "ff++/original_sequences/youtube/c23/videos/000")]
+    assert copied["exact"] and copied["min_distance"] == 0  # byte-identical copy: same pixels
+    reenc = pairs[("celebdf/YouTube-real/00001", "ff++/original_sequences/youtube/c23/videos/001")]
+    assert not reenc["exact"] and reenc["shared_a"] >= 2 and reenc["shared_b"] >= 2  # re-encoded at crf 30
+    t = pq.read_table(dedupe_work.path(dedupe.OUTPUT)).to_pandas()
+    for pair in (("dfdc/dfdc_train_part_0/ecopiedxxx", "ff++/original_sequences/youtube/c23/videos/000"),
+                 ("celebdf/YouTube-real/00001", "ff++/original_sequences/youtube/c23/videos/001")):
+        ca = set(t.cluster[t.video_id == pair[0]])
+        cb = set(t.cluster[t.video_id == pair[1]])
+        assert ca & cb, pair  # they share clusters, and those clusters say so
+        shared = t[t.cluster.isin(ca & cb)]
+        assert (shared.cluster_sources > 1).all()
+        assert set(shared.reason[shared.kept]) == {"cross_source"}
+    assert rep["cross_source_pair_count"] >= 2
+
+
+def test_dedupe_rows_clusters_and_kept_policy(dedupe_work):
+    t = pq.read_table(dedupe_work.path(dedupe.OUTPUT))
+    assert t.schema.equals(schema.load("dedupe"), check_metadata=False)
+    df = t.to_pandas()
+    n_crops = sum(pq.read_table(dedupe_work.path(f), columns=["status"]).column("status").to_pylist().count("face")
+                  for f in dedupe.face_files(dedupe_work))
+    assert len(df) == n_crops  # every crop has a row, kept or not
+    assert not df.duplicated(["video_id", "frame_index"]).any()
+    # one kept crop per (cluster, video): the first by frame order
+    first = df.sort_values("frame_index").groupby(["cluster", "video_id"]).frame_index.min().reset_index()
+    kept = df[df.kept][["cluster", "video_id", "frame_index"]]
+    assert sorted(map(tuple, kept.to_numpy().tolist())) == sorted(map(tuple, first.to_numpy().tolist()))
+    assert set(df.reason[~df.kept]) <= {"near_duplicate", "exact_duplicate"}
+    # a still photo under a slow camera move: its crops are near-duplicates of one another
+    still = df[df.video_id == "celebdf/YouTube-real/00000"]
+    assert (still.reason == "near_duplicate").sum() >= len(still) // 2
+    assert (df.cluster_size >= 1).all()
+    for name in (dedupe.REPORT, dedupe.FIGURE):
+        assert dedupe_work.path(name).stat().st_size > 0
+    st = dedupe_work.state("dedupe")
+    assert st["counts"]["crops"] == len(df) and dedupe.FIGURE in st["outputs"]
+
+
+def test_dedupe_is_fresh_and_deterministic(dedupe_work, tmp_path):
+    before = dedupe_work.path(dedupe.OUTPUT).read_bytes()
+    dst = Work(tmp_path / "w")
+    shutil.copytree(dedupe_work.root, dst.root)
+    shutil.rmtree(dst.path(".parts"))
+    dst.path(dedupe.OUTPUT).unlink()
+    dedupe.run(dst, {"radius": phash.DEFAULT_RADIUS}, workers=2)
+    assert dst.path(dedupe.OUTPUT).read_bytes() == before  # two workers, same bytes
+    st = dedupe.run(dst, {}, workers=1)  # fresh: skipped
+    assert st["counts"]["computed"] == st["counts"]["units"]
+
+
+def test_a_lone_near_match_between_videos_is_weak_not_merged(tmp_path):
+    """Two videos sharing one near-duplicate crop (JPEG re-encoded) are reported, not joined,
+    unless min_shared allows a single crop."""
+    carphone = [cv2.resize(f, (352, 288)) for f in footage.carphone_frames()]
+    crops = F.face_crops(carphone[::12])
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", crops[0], [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_COLOR)
+    ast = [c for c in F.face_crops(footage.pan(footage.astronaut(), 6, (320, 320), seed=2)) if c is not None]
+    videos = [
+        {"video_id": "a/v1", "source": "a", "label": 0, "method": "m", "group": "a:1", "crops": crops[:4]},
+        {"video_id": "b/v2", "source": "b", "label": 0, "method": "m", "group": "b:2", "crops": [jpeg, *ast]},
+    ]
+    for min_shared, linked in ((2, False), (1, True)):
+        work = Work(tmp_path / f"w{min_shared}")
+        F.write_dataset(work, videos)
+        dedupe.run(work, {"min_shared": min_shared}, workers=1)
+        rep = json.loads(work.path(dedupe.REPORT).read_text())
+        assert (rep["linked_video_pairs"] == 1) is linked
+        assert (rep["weak_match_count"] == 1) is not linked
+        df = pq.read_table(work.path(dedupe.OUTPUT)).to_pandas()
+        assert bool((df.cluster_videos > 1).any()) is linked
+
+
+def test_dedupe_errors(tmp_path):
+    work = Work(tmp_path / "w")
+    with pytest.raises(UserError, match="'manifest' has not run|'faces' has not run"):
+        dedupe.run(work, {})
+    F.write_dataset(work, [{"video_id": "a/v", "source": "a", "label": 0, "method": "m", "group": "g",
+                            "crops": [skdata.astronaut()[:256, :256]]}])
+    with pytest.raises(UserError, match="'radius' parameter of dedupe must be an int"):
+        dedupe.run(work, {"radius": -1})
+    with pytest.raises(UserError, match="unknown parameter"):
+        dedupe.run(work, {"radus": 3})
