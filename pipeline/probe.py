@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
+from pathlib import Path
 
 import av
 
@@ -13,10 +15,17 @@ def probe(path: str) -> dict:
     info = {"frames": None, "fps": None, "width": None, "height": None, "duration": None,
             "size_bytes": None, "status": "ok", "error": None}
     try:
-        info["size_bytes"] = os.stat(path).st_size
+        st = os.stat(path)
     except OSError as exc:
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return {**info, "status": "unreadable", "error": f"dangling symlink (to {os.readlink(path)})"}
         reason = "symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
         return {**info, "status": "unreadable" if exc.errno != errno.ENOENT else "missing", "error": reason}
+    if not stat.S_ISREG(st.st_mode):  # never open a FIFO or a device: a read could block forever
+        from .sources.base import not_a_file
+
+        return {**info, "status": "unreadable", "error": not_a_file(Path(path))}
+    info["size_bytes"] = st.st_size
     if info["size_bytes"] == 0:
         return {**info, "status": "unreadable", "error": "empty file (0 bytes)"}
     try:

@@ -9,6 +9,7 @@ only the units whose part is missing.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from .errors import UserError
 log = logging.getLogger("mesodata")
 
 STATE_DIR = ".state"
+LEDGER = "_parts.json"  # in a parts folder: each part's sha256, bytes and rows, as its worker saw it
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Work:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._parts: dict[str, Path] = {}  # stage name -> its parts folder in this run
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -109,8 +112,13 @@ class Work:
         return st["fingerprint"] == fp and all(self.path(o).exists() for o in st.get("outputs", {}))
 
     def record(self, stage: Stage, outputs: Sequence[str], counts: dict[str, Any]) -> dict:
-        """Mark `stage` done: its fingerprint, and the row count and hash of every output file."""
-        files = {}
+        """Mark `stage` done: its fingerprint, and the row count and hash of every output file.
+
+        When the stage's unit parts are themselves its artifact (a parts folder outside `.parts/`,
+        such as faces/), every part the run's `map_units` listed in its ledger is recorded too,
+        with the hash its worker computed, so `mesodata verify` checks them and a deleted part
+        makes the stage stale instead of silently missing."""
+        files = self._artifact_parts(stage.name)
         for rel in outputs:
             p = self.path(rel)
             entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -125,6 +133,17 @@ class Work:
         }
         atomic.write_json(self.path(STATE_DIR, f"{stage.name}.json"), state)
         return state
+
+    def _artifact_parts(self, name: str) -> dict[str, dict]:
+        d = self._parts.get(name)
+        if d is None or self.path(".parts") in d.parents:
+            return {}
+        try:
+            ledger = json.loads((d / LEDGER).read_text())
+        except FileNotFoundError:
+            return {}
+        rel = d.relative_to(self.root).as_posix()
+        return {f"{rel}/{part}": entry for part, entry in ledger.items() if (d / part).exists()}
 
     def status(self, stage_names: Iterable[str]) -> list[dict]:
         """done / stale / missing for each stage, judged against its upstream's recorded fingerprints."""
@@ -150,71 +169,89 @@ class Work:
         if not d.exists():
             d.mkdir(parents=True)
             atomic.write_bytes(marker, fingerprint.encode())
+        self._parts[stage.name] = d
         return d
 
 
 class Lock:
-    """One build per work dir: a lock file with the owner's pid; a dead owner's lock is taken over."""
+    """One build per work dir: an exclusive `flock` on WORK/.lock, which holds the owner's pid.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a stale lock file of a
+    dead process is simply taken over, and two processes taking over at once cannot both win
+    (deciding by a pid check and then unlinking could let both run).
+    """
 
     def __init__(self, work: Work):
         self.path = work.path(".lock")
+        self.fd: int | None = None
 
     def __enter__(self) -> "Lock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self._owner()
-                if owner and _alive(owner):
-                    raise UserError(
-                        f"work dir {self.path.parent} is in use by process {owner['pid']} on "
-                        f"{owner['host']}; wait for it or remove {self.path} if that process is gone")
-                log.warning("taking over stale lock %s (process %s is gone)", self.path,
-                            owner.get("pid") if owner else "?")
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-            return self
-        raise UserError(f"could not take the lock {self.path}")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                owner = self._owner() or {}
+                who = (f"process {owner['pid']} on {owner.get('host', '?')}" if owner.get("pid")
+                       else "another process")
+                raise UserError(f"work dir {self.path.parent} is in use by {who}; wait for it to finish "
+                                "(one build per work dir)") from None
+            try:  # its previous owner may have unlinked the file between our open and flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        old = self._owner()
+        if old and old.get("pid"):
+            log.warning("taking over stale lock %s (process %s on %s is gone)", self.path, old["pid"],
+                        old.get("host", "?"))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        self.fd = fd
+        return self
 
     def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still holding it: see __enter__
+            os.close(self.fd)
+            self.fd = None
 
     def _owner(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+            owner = json.loads(self.path.read_text())
+        except (OSError, ValueError):
             return None
-
-
-def _alive(owner: dict) -> bool:
-    if owner.get("host") != socket.gethostname():
-        return True  # cannot tell; be safe
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return owner if isinstance(owner, dict) else None
 
 
 # --- executing units ------------------------------------------------------------------------
 def _run_unit(fn: Callable[[Any], pa.Table], unit: Unit, part: str, artifact: str | None) -> dict:
     """Executed in a worker: compute one unit's table and write it atomically; return a small summary."""
     if os.path.exists(part):
-        return {"key": unit.key, "skipped": True, "rows": None}
+        try:
+            return {"key": unit.key, "skipped": True, "rows": None, "file": _file_entry(part)}
+        except (pa.ArrowException, OSError) as exc:  # not written by us (atomic writes): redo it
+            log.warning("unreadable part %s (%s): computing it again", part, exc)
+            os.unlink(part)
     table = fn(unit.payload)
     if artifact:
         table = schema.conform(table, artifact)
     atomic.write_parquet(part, table)
-    summary = {"key": unit.key, "skipped": False, "rows": table.num_rows}
+    summary = {"key": unit.key, "skipped": False, "rows": table.num_rows, "file": _file_entry(part)}
     if "status" in table.column_names:
         summary["status"] = {k: int(v) for k, v in
                              zip(*_value_counts(table.column("status")))}
     return summary
+
+
+def _file_entry(part: str) -> dict:
+    """What `Work.record` keeps of an output file; computed where the part was written."""
+    return {"sha256": sha256_file(part), "bytes": os.path.getsize(part),
+            "rows": pq.ParquetFile(part).metadata.num_rows}
 
 
 def _value_counts(col: pa.ChunkedArray):
@@ -243,6 +280,7 @@ def map_units(fn: Callable[[Any], pa.Table], units: Sequence[Unit], parts_dir: P
     executor = executor or LocalExecutor(workers)
     jobs = [(fn, u, str(parts_dir / part_name(u.key)), artifact) for u in units]
     results = list(progress(executor.map(_run_unit, jobs), len(jobs), desc))
+    atomic.write_json(parts_dir / LEDGER, {part_name(r["key"]): r.pop("file") for r in results})
     return results
 
 

@@ -8,11 +8,13 @@ through others, form one leak-free group.
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import importlib.resources
 import io
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -43,8 +45,12 @@ def row(source: str, root: Path, data_root: Path, file: Path, *, label: int | No
     """A manifest row for `file` (absolute, inside `root`); status `ok` or `missing` from the disk."""
     rel_source = file.relative_to(root).as_posix()
     if status is None:
-        status = "ok" if file.is_file() else "missing"
-        error = error or (None if status == "ok" else "listed in metadata but absent on disk")
+        if file.is_file():
+            status = "ok"
+        elif os.path.lexists(file):  # a symlink loop, a dangling link, a FIFO, a folder: there, not a video
+            status, error = "unreadable", error or not_a_file(file)
+        else:
+            status, error = "missing", error or "listed in metadata but absent on disk"
     return {
         "source": source,
         "video_id": f"{source}/{rel_source.rsplit('.', 1)[0]}",
@@ -52,6 +58,22 @@ def row(source: str, root: Path, data_root: Path, file: Path, *, label: int | No
         "label": label, "method": method, "compression": compression,
         "official_split": official_split, "status": status, "error": error, "links": links,
     }
+
+
+def not_a_file(file: Path) -> str:
+    """Why `file`, which exists as a name, is not a regular file (for the manifest's `error`)."""
+    try:
+        st = os.stat(file)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if exc.errno == errno.ENOENT:
+            return f"dangling symlink (to {os.readlink(file)})"
+        return exc.strerror or str(exc)
+    kind = ("folder" if stat.S_ISDIR(st.st_mode) else "FIFO" if stat.S_ISFIFO(st.st_mode)
+            else "socket" if stat.S_ISSOCK(st.st_mode) else "device" if stat.S_ISCHR(st.st_mode)
+            or stat.S_ISBLK(st.st_mode) else "special file")
+    return f"not a regular file ({kind})"
 
 
 def safe_join(root: Path, rel: str, origin: str) -> Path:
