@@ -54,7 +54,10 @@ def decode_image(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> float32 CHW in [0, 1], the networks' input."""
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+    # In numpy: ~0.2 ms per crop, where torch's elementwise kernels took ~20 ms here (2-core CPU).
+    out = np.empty((rgb.shape[2], *rgb.shape[:2]), np.float32)
+    np.multiply(rgb.transpose(2, 0, 1), np.float32(1 / 255), out=out)
+    return torch.from_numpy(out)
 
 
 @dataclass(frozen=True)

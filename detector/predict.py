@@ -1,9 +1,8 @@
 """Score videos with a trained run: sample frames, crop faces, score each crop, average per video.
 
-Frame sampling and face cropping belong to the pipeline (`pipeline.stages.faces.extract_faces`,
-returning one row per sampled frame with `image`, `frame_index`, `status`). Until that lands this
-module uses a small stand-in with the same contract (`_fallback_extract_faces`); `extract_faces`
-below is the one switch point.
+Frame sampling and face cropping are the pipeline's (`pipeline.stages.faces.extract_faces`: one row
+per sampled frame with `image`, `frame_index`, `status`; status "face" carries a crop), so a video
+is seen exactly as the benchmark's training crops were made.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import torch
@@ -42,60 +40,12 @@ def find_videos(path: str | Path) -> list[Path]:
     raise UserError(f"no such file or folder: {path}")
 
 
-def _fallback_extract_faces(video_path: str | Path, params: dict) -> pa.Table:
-    """Stand-in for the pipeline's face stage: `frames` evenly spaced frames, the largest Haar
-    face per frame, a square box enlarged by `margin`, resized to 256x256 and PNG-encoded."""
-    n_frames, margin = int(params.get("frames", 10)), float(params.get("margin", 1.3))
-    cap = cv2.VideoCapture(str(video_path))
-    if not cap.isOpened():
-        raise UserError(f"cannot open video {video_path}")
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 0
-    wanted = sorted(set(np.linspace(0, max(total - 1, 0), num=min(n_frames, max(total, 1))).round().astype(int)))
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    rows: dict[str, list] = {"image": [], "frame_index": [], "status": []}
-    index, k = 0, 0
-    while k < len(wanted):
-        ok, frame = cap.read()  # sequential reads: exact frame indices without seeking
-        if not ok:
-            break
-        if index == wanted[k]:
-            k += 1
-            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-            faces = cascade.detectMultiScale(gray, 1.1, 5, minSize=(40, 40))
-            if len(faces) == 0:
-                rows["image"].append(None)
-                rows["frame_index"].append(index)
-                rows["status"].append("no_face")
-            else:
-                x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-                cx, cy, half = x + w / 2, y + h / 2, margin * max(w, h) / 2
-                src = np.float32([[cx - half, cy - half], [cx + half, cy - half], [cx - half, cy + half]])
-                dst = np.float32([[0, 0], [255, 0], [0, 255]])
-                crop = cv2.warpAffine(frame, cv2.getAffineTransform(src, dst), (256, 256),
-                                      flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-                rows["image"].append({"bytes": cv2.imencode(".png", crop)[1].tobytes(),
-                                      "path": f"{Path(video_path).name}#{index}"})
-                rows["frame_index"].append(index)
-                rows["status"].append("ok")
-        index += 1
-    cap.release()
-    if k < len(wanted):  # frames the container promised but did not deliver
-        for i in wanted[k:]:
-            rows["image"].append(None)
-            rows["frame_index"].append(int(i))
-            rows["status"].append("unreadable")
-    return pa.table(rows, schema=pa.schema([
-        pa.field("image", pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])),
-        pa.field("frame_index", pa.int64()), pa.field("status", pa.string())]))
-
-
 def extract_faces(video_path: str | Path, params: dict) -> pa.Table:
-    """The switch: the pipeline's face stage when it is importable, else the stand-in."""
-    try:
-        from pipeline.stages.faces import extract_faces as pipeline_extract
-    except ImportError:
-        return _fallback_extract_faces(video_path, params)
-    return pipeline_extract(video_path, params)
+    """Sampled frames of one video with their 256x256 face crops: the pipeline's faces stage
+    (same sampling, Viola-Jones crop and verification as the benchmark's shards)."""
+    from pipeline.stages.faces import extract_faces as pipeline_extract
+
+    return pipeline_extract(str(video_path), params)
 
 
 def load_run_scorer(run_dir: str | Path, model: str | None = None) -> tuple[str, Callable[[torch.Tensor], np.ndarray]]:
@@ -152,7 +102,7 @@ def predict_videos(videos: list[Path], run_dir: str | Path, model: str | None = 
     for video in videos:
         table = extract_faces(video, params)
         ok = [r["bytes"] for r, s in zip(table["image"].to_pylist(), table["status"].to_pylist())
-              if s == "ok" and r is not None]
+              if s == "face" and r is not None]
         scores: list[float] = []
         for i in range(0, len(ok), batch_size):
             x = torch.stack([to_tensor(decode_image(b)) for b in ok[i:i + batch_size]])

@@ -1,0 +1,108 @@
+"""Training throughput of MesoInception-4 on this CPU: the plain fp32 loop and the optimised one
+side by side, plus one row per lever (issue 9). Not run by CI.
+
+    python tests/benchmarks/bench_train.py [--model mesoinception4] [--steps 6] [--compile]
+
+Batches are real 256x256 face crops held in memory, so the figures are the model step alone
+(decoding runs in DataLoader workers during training). The loss check trains plain and optimised
+from the same initial weights on the same batches and prints both loss curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from detector.data import to_tensor
+from detector.models import create_model
+from detector.samples import astronaut_face_crop
+from detector.train import cpu_has_native_bf16, make_train_step
+
+
+def _batches(n: int, batch: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        crops = [astronaut_face_crop(rng, {"dx": rng.uniform(-10, 10)})[:, :, ::-1] for _ in range(batch)]
+        x = torch.stack([to_tensor(np.ascontiguousarray(c)) for c in crops])
+        y = torch.from_numpy(rng.integers(0, 2, batch))
+        out.append((x, y))
+    return out
+
+
+def measure(model_name: str, batch: int, steps: int, channels_last: bool = False, bf16: bool = False,
+            compile_: bool = False, threads: int | None = None, warmup: int = 2) -> float:
+    """Images per second of full training steps (forward, backward, Adam)."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model(model_name)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    net = torch.compile(model) if compile_ else model
+    # make_train_step calls model(x); give it the compiled module with the same parameters
+    step = make_train_step(net, opt, torch.device("cpu"), channels_last, bf16)
+    data = _batches(min(steps, 3), batch)
+    for i in range(warmup):
+        step(*data[i % len(data)])
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(*data[i % len(data)])
+    rate = steps * batch / (time.perf_counter() - t0)
+    torch.set_num_threads(old)
+    return rate
+
+
+def loss_curves(model_name: str, steps: int, batch: int = 32) -> tuple[list[float], list[float]]:
+    data = _batches(4, batch, seed=1)
+    curves = []
+    for cl, bf16 in ((False, False), (True, cpu_has_native_bf16())):
+        torch.manual_seed(0)
+        model = create_model(model_name)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        step = make_train_step(model, torch.optim.Adam(model.parameters(), 1e-3), torch.device("cpu"), cl, bf16)
+        curves.append([step(*data[i % 4])[0] / batch for i in range(steps)])
+    return curves[0], curves[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mesoinception4")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (~40 s warm-up)")
+    args = ap.parse_args()
+    bf16 = cpu_has_native_bf16()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {bf16}")
+    plain = measure(args.model, 32, args.steps)
+    best = measure(args.model, 32, args.steps, channels_last=True, bf16=bf16)
+    print(f"plain fp32: {plain:.1f} img/s | optimised (train.py default): {best:.1f} img/s | "
+          f"ratio {best / plain:.2f}x")
+    levers = [
+        ("channels_last", dict(channels_last=True)),
+        ("bf16 autocast", dict(bf16=True)),
+        ("channels_last + bf16", dict(channels_last=True, bf16=True)),
+        ("channels_last + bf16, 1 thread", dict(channels_last=True, bf16=True, threads=1)),
+        ("channels_last + bf16, batch 64", dict(channels_last=True, bf16=True, batch=64)),
+        ("channels_last, batch 16", dict(channels_last=True, batch=16)),
+    ]
+    if args.compile:
+        levers += [("channels_last + torch.compile", dict(channels_last=True, compile_=True)),
+                   ("channels_last + bf16 + torch.compile", dict(channels_last=True, bf16=True, compile_=True))]
+    print(f"\n| lever | img/s | vs plain fp32 |\n|---|---|---|\n| plain fp32, batch 32 | {plain:.1f} | 1.00x |")
+    for name, kw in levers:
+        batch = kw.pop("batch", 32)
+        rate = measure(args.model, batch, args.steps, **kw)
+        print(f"| {name} | {rate:.1f} | {rate / plain:.2f}x |", flush=True)
+    a, b = loss_curves(args.model, 12)
+    print("\nloss, plain fp32:", " ".join(f"{v:.3f}" for v in a))
+    print("loss, optimised: ", " ".join(f"{v:.3f}" for v in b))
+
+
+if __name__ == "__main__":
+    main()
