@@ -1,0 +1,221 @@
+"""The split: leak-free groups on the real-footage sample, ratios, determinism, the official
+protocol's leaks on FF++'s real split files, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.runner import Work
+from pipeline.split_cli import parse_size
+from pipeline.stages import dedupe, split
+
+try:
+    import test_dedupe_fixtures as F
+except ImportError:  # tests/ became a package
+    from tests import test_dedupe_fixtures as F
+
+REPO = Path(__file__).resolve().parents[1]
+FF_SHARED = Path(__file__).resolve().parents[2] / "shared/datasets/faceforensics"
+
+
+@pytest.fixture(scope="session")
+def split_work(sample_root, tmp_path_factory):
+    src = F.sample_work(sample_root, tmp_path_factory.mktemp("sample_work") / "work")
+    dst = tmp_path_factory.mktemp("split_work") / "work"
+    shutil.copytree(src, dst)
+    work = Work(dst)
+    dedupe.run(work, {}, workers=1)
+    split.run(work, {"seed": 0})
+    return work
+
+
+def _groups_never_straddle(t: pd.DataFrame, key: str) -> None:
+    a = t[t.split.notna()]
+    n = a.groupby(key).split.nunique()
+    assert (n == 1).all(), n[n > 1]
+
+
+def test_sample_split_is_leak_free(split_work):
+    t = pq.read_table(split_work.path(split.OUTPUT)).to_pandas()
+    man = pq.read_table(split_work.path("manifest.parquet")).to_pandas()
+    assert sorted(t.video_id) == sorted(man.video_id)  # every video has a row
+    _groups_never_straddle(t, "group")
+    _groups_never_straddle(t, "manifest_group")  # FF++ pairs, Celeb-DF identities, DFDC families
+    s = dict(zip(t.video_id, t.split))
+    # the clip copied byte for byte into DFDC, and the one re-encoded into Celeb-DF
+    assert s["ff++/original_sequences/youtube/c23/videos/000"] == s["dfdc/dfdc_train_part_0/ecopiedxxx"]
+    assert s["ff++/original_sequences/youtube/c23/videos/001"] == s["celebdf/YouTube-real/00001"]
+    g = dict(zip(t.video_id, t.group))
+    assert g["ff++/original_sequences/youtube/c23/videos/000"] == g["dfdc/dfdc_train_part_0/ecopiedxxx"]
+    # nothing silently dropped: unassigned videos say why
+    un = t[t.split.isna()]
+    assert un.reason.notna().all() and len(un) >= 5
+    assert "no kept face" in set(un.reason)  # the DFDC clip of a coffee cup
+    assert set(t.reason[t.video_id == "dfdc/dfdc_train_part_0/fnotavideo"]) == {"status unreadable"}
+    rep = json.loads(split_work.path(split.REPORT).read_text())
+    assert rep["audit"] == {"groups_crossing": 0, "manifest_groups_crossing": 0, "duplicate_clusters_crossing": 0}
+    assert {r["split"] for r in rep["table"]} <= set(split.SPLITS)
+    assert sum(r["total_videos"] for r in rep["table"]) == t.split.notna().sum()
+
+
+def _synthetic(n_groups=240, seed=0, clustered=False):
+    """Many groups over 3 sources; per group a real and 1-3 fakes of 2 methods, 4-40 kept frames each."""
+    rng = np.random.default_rng(seed)
+    videos, dd = [], []
+    for g in range(n_groups):
+        source = ("ff++", "celebdf", "dfdc")[g % 3]
+        members = [(0, "real")] + [(1, f"m{rng.integers(2)}") for _ in range(rng.integers(1, 4))]
+        for k, (label, method) in enumerate(members):
+            vid = f"{source}/g{g:04d}_{k}"
+            videos.append({"video_id": vid, "source": source, "label": label, "method": method,
+                           "group": f"{source}:g{g}", "official_split": ("train", "val", "test")[g % 7 % 3]})
+            for f in range(int(rng.integers(4, 40))):
+                dd.append({"video_id": vid, "frame_index": f, "source": source, "kept": True,
+                           "cluster": len(dd)})
+    if clustered:  # a crop shared by videos of groups 0 and 1 (different sources): a duplicate cluster
+        dd[0]["cluster_videos"] = 2
+        dd.append({**dd[0], "video_id": videos[-1]["video_id"], "frame_index": 999, "kept": True})
+    return videos, dd
+
+
+def _write(work: Work, videos, dd):
+    F.write_manifest(work, videos)
+    F.write_dedupe(work, dd)
+
+
+def test_ratios_land_within_tolerance_per_stratum():
+    videos, dd = _synthetic()
+    man = pd.DataFrame(videos).assign(status="ok")
+    table, rep = split.split_videos(man, pd.DataFrame(dd).assign(cluster_videos=1), {
+        "seed": 0, "ratios": [70, 20, 10], "protocol": "default"})
+    assert rep["audit"]["groups_crossing"] == 0
+    assert len(rep["strata"]) == 9  # 3 sources x (real, m0, m1)
+    assert rep["max_stratum_deviation"] <= 2.0, rep["strata"]  # percentage points, ~80 groups per stratum
+    for row in rep["strata"]:
+        assert abs(row["train"] - 70) <= 2 and abs(row["val"] - 20) <= 2 and abs(row["test"] - 10) <= 2
+    # other ratios too
+    _, rep = split.split_videos(man, pd.DataFrame(dd).assign(cluster_videos=1), {
+        "seed": 0, "ratios": [50, 25, 25], "protocol": "default"})
+    assert rep["max_stratum_deviation"] <= 2.5
+
+
+def test_coarse_groups_do_their_best_and_say_how_far():
+    """Three identity groups cannot make 70:20:10 in every stratum: assigned anyway, deviation reported."""
+    videos, dd = _synthetic(n_groups=3)
+    man = pd.DataFrame(videos).assign(status="ok")
+    table, rep = split.split_videos(man, pd.DataFrame(dd).assign(cluster_videos=1),
+                                    {"seed": 0, "ratios": [70, 20, 10], "protocol": "default"})
+    assert table.split.notna().all() and rep["audit"]["groups_crossing"] == 0
+    assert rep["max_stratum_deviation"] >= 20
+
+
+def test_deterministic_and_seed_sensitive(tmp_path):
+    videos, dd = _synthetic(clustered=True)
+    outs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        work = Work(tmp_path / name)
+        _write(work, videos, dd)
+        split.run(work, {"seed": seed})
+        outs[name] = work.path(split.OUTPUT).read_bytes()
+        t = pq.read_table(work.path(split.OUTPUT)).to_pandas()
+        _groups_never_straddle(t, "group")
+        # the duplicate cluster joins the last group's video with group 0's
+        s = dict(zip(t.video_id, t.split))
+        assert s[videos[0]["video_id"]] == s[videos[-1]["video_id"]]
+    assert outs["a"] == outs["b"]
+    assert outs["a"] != outs["c"]
+    ta = pq.read_table(tmp_path / "a" / split.OUTPUT).to_pandas()
+    tc = pq.read_table(tmp_path / "c" / split.OUTPUT).to_pandas()
+    assert (ta.split != tc.split).sum() > 10  # really another split, not a reordering
+
+
+@pytest.mark.skipif(not (FF_SHARED / "conversion_dict.json").is_file(), reason="FF++ split files not in ../shared")
+def test_official_protocol_reports_ffpp_youtube_leaks(tmp_path):
+    """The real FF++ split files + conversion_dict.json: the official split puts ids of one YouTube
+    video in different splits; the audit lists each, and the default protocol has none."""
+    from pipeline.sources import ffpp
+
+    root = tmp_path / "data/FaceForensics++"
+    (root / "original_sequences/youtube/c23/videos").mkdir(parents=True)
+    (root / "manipulated_sequences/Deepfakes/c23/videos").mkdir(parents=True)
+    listing = ffpp.list_source(root, tmp_path / "data", split_dir=FF_SHARED)
+    # conversion_dict.json is looked for beside the split files: the YouTube links are in the groups
+    id_split, _ = ffpp.read_splits(FF_SHARED)
+    youtube = ffpp.read_conversion(FF_SHARED / "conversion_dict.json")
+    by_yt: dict[str, set] = {}
+    for i, yt in youtube.items():
+        by_yt.setdefault(yt, set()).add(id_split[i])
+    rows = [{k: r[k] for k in ("video_id", "source", "label", "method", "group", "official_split")}
+            for r in listing.rows]
+    man = pd.DataFrame(rows).assign(status="ok")
+    dd = pd.DataFrame({"video_id": man.video_id, "frame_index": 0, "source": "ff++", "kept": True,
+                       "cluster": np.arange(len(man)), "cluster_videos": 1})
+    table, rep = split.split_videos(man, dd, {"seed": 0, "ratios": [70, 20, 10], "protocol": "official"})
+    assert len(man) == 2000  # 1000 reals + 1000 Deepfakes (both orders of the 500 pairs)
+    assert (table.split == table.official_split).all()  # FF++ has its own val: nothing carved
+    leaks = rep["leaks"]["manifest_groups"]
+    assert rep["audit"]["manifest_groups_crossing"] == len(leaks) > 0
+    # pair groups are whole in the official split, so every leak comes from a shared YouTube video
+    yt_leaks = {yt for yt, splits in by_yt.items() if len(splits) > 1}
+    assert len(leaks) == len(yt_leaks) == 7
+    for leak in leaks:
+        ids = {v.rsplit("/", 1)[-1][:3] for vs in leak["videos"].values() for v in vs}
+        assert len({youtube[i] for i in ids} & yt_leaks) >= 1
+    _, rep = split.split_videos(man, dd, {"seed": 0, "ratios": [70, 20, 10], "protocol": "default"})
+    assert rep["audit"]["groups_crossing"] == 0
+
+
+def test_official_protocol_carves_val_by_groups(tmp_path):
+    work = Work(tmp_path / "w")
+    videos, dd = _synthetic(n_groups=60)
+    for v in videos:  # like Celeb-DF and DFDC: train and test only
+        v["official_split"] = "test" if int(v["video_id"].split("/g")[1][:4]) % 10 == 0 else "train"
+    _write(work, videos, dd)
+    split.run(work, {"seed": 0, "protocol": "official"})
+    t = pq.read_table(work.path(split.OUTPUT)).to_pandas()
+    assert set(t.split) == {"train", "val", "test"}
+    assert (t.split[t.official_split == "test"] == "test").all()
+    assert (t.split[t.official_split == "train"] != "test").all()
+    _groups_never_straddle(t, "group")  # val carved by whole groups
+    rep = json.loads(work.path(split.REPORT).read_text())
+    assert any("carved" in n for n in rep["notes"])
+
+
+def test_clear_errors(tmp_path):
+    work = Work(tmp_path / "w")
+    with pytest.raises(UserError, match="stage 'manifest' has not run"):
+        split.run(work, {})
+    F.write_manifest(work, [{"video_id": "a/v", "source": "a", "label": 0, "method": "m", "group": "g"}])
+    with pytest.raises(UserError, match="stage 'dedupe' has not run"):
+        split.run(work, {})
+    for bad, msg in (("70,20", "three numbers"), ("a,b,c", "three numbers"), ("70,20,20", "sum to 100"),
+                     ("70,40,-10", ">= 0")):
+        with pytest.raises(UserError, match=msg):
+            split.parse_ratios(bad)
+    assert split.parse_ratios("60, 20, 20") == (60.0, 20.0, 20.0)
+    with pytest.raises(UserError, match="--protocol"):
+        split.run(work, {"protocol": "paper"})
+    assert parse_size("256MB") == 256 * 1024 ** 2 and parse_size("1048576") == 1048576
+    with pytest.raises(UserError, match="--shard-size"):
+        parse_size("big")
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path):
+    (tmp_path / "w").mkdir()
+    for args, msg in ((["--work", str(tmp_path / "w")], "stage 'manifest' has not run"),
+                      (["--work", str(tmp_path / "w"), "--ratios", "70,20,20"], "sum to 100")):
+        p = subprocess.run([sys.executable, "-m", "pipeline.cli", "split", *args], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and msg in lines[0], p.stderr
