@@ -36,7 +36,7 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(work):
     res = CliRunner().invoke(train_detector, ["--work", str(work), "--run", "t", "--epochs", str(EPOCHS),
-                                              "--batch-size", "16", "--workers", "1", "--seed", "0"])
+                                              "--batch-size", "16", "--workers", "0", "--seed", "0"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "MesoInception-4 + SVM" in res.output and "| Meso-4 |" in res.output
     return work / "detector" / "t"
