@@ -100,7 +100,9 @@ def save_svm(pipeline: Pipeline, path: str | Path) -> None:
 
 
 def load_svm(path: str | Path) -> Pipeline:
-    """Load an SVM head, trusting only the types in TRUSTED_TYPES (and numpy/builtins)."""
+    """Load an SVM head with skops (no pickle): skops instantiates only types it trusts plus
+    TRUSTED_TYPES; the result must then be exactly Pipeline(StandardScaler, SVC(rbf)), so a file
+    with any other step (e.g. a FunctionTransformer around some callable) is refused."""
     import skops.io as sio
 
     path = Path(path)
@@ -110,4 +112,13 @@ def load_svm(path: str | Path) -> Pipeline:
     untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in TRUSTED_TYPES]
     if untrusted:
         raise UserError(f"{path} holds types outside the SVM head's trusted list: {untrusted}")
-    return sio.loads(data, trusted=TRUSTED_TYPES)
+    try:
+        pipe = sio.loads(data, trusted=TRUSTED_TYPES)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file, one line for the user
+        raise UserError(f"{path} is not a readable skops file ({type(exc).__name__}: {exc})") from exc
+    steps = [type(step) for _, step in pipe.steps] if isinstance(pipe, Pipeline) else None
+    if steps != [StandardScaler, SVC] or pipe.steps[1][1].kernel != "rbf":
+        got = steps or type(pipe).__name__
+        raise UserError(f"{path} holds something other than the trusted SVM head "
+                        f"(expected Pipeline(StandardScaler, SVC(rbf)), got {got})")
+    return pipe
