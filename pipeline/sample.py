@@ -26,24 +26,41 @@ _CASCADE = None
 
 @dataclass(frozen=True)
 class Clip:
-    """A real clip: footage `kind` seen through variant `v` (start frame, mirror, tint, camera move)."""
+    """A real clip: footage `kind` re-framed by an in-plane tilt, a mirror and a horizontal squeeze.
+
+    Only two real faces load offline, so the sample's "people" are views of them; the views below
+    were chosen because their face crops stay far apart in pHash (no pair within 10 bits), so the
+    dedupe stage keeps them apart and the split has groups to spread.
+    """
 
     kind: str  # "carphone" or "astronaut"
-    v: int
+    angle: float = 0.0
+    mirror: bool = False
+    squeeze: float = 1.0
 
     def frames(self, n: int = N_FRAMES) -> list[np.ndarray]:
-        if self.kind == "carphone":
-            src = footage.carphone_frames()
-            start = (self.v * 5) % 20
-            frames = [cv2.resize(f, (352, 288), interpolation=cv2.INTER_CUBIC) for f in src[start:start + n]]
+        if self.kind == "carphone":  # its first 40 frames face the camera
+            frames = [cv2.resize(f, (352, 288), interpolation=cv2.INTER_CUBIC) for f in footage.carphone_frames()[:n]]
         else:
-            frames = footage.pan(footage.astronaut(), n, (320, 320), seed=self.v)
-        tint = np.array([1.0 + 0.06 * ((self.v * k) % 3 - 1) for k in (1, 2, 3)])
+            frames = footage.pan(footage.astronaut(), n, (320, 320), seed=int(self.angle) % 7)
         out = []
         for f in frames:
-            f = np.clip(f * tint, 0, 255).astype(np.uint8)
-            out.append(f[:, ::-1].copy() if self.v % 2 else f)
+            h, w = f.shape[:2]
+            if self.angle:
+                m = cv2.getRotationMatrix2D((w / 2, h / 2), self.angle, 1.0)
+                f = cv2.warpAffine(f, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+            if self.squeeze != 1.0:
+                f = cv2.resize(f, (int(w * self.squeeze) // 2 * 2, h), interpolation=cv2.INTER_AREA)
+            out.append(f[:, ::-1].copy() if self.mirror else f)
         return out
+
+
+# Sixteen views whose crops are pairwise distinct for the dedupe stage (and all yield faces).
+VIEWS = [Clip("carphone", a, m, q) for a, m, q in
+         ((-16, False, 1.0), (-16, False, 0.7), (-16, True, 1.0), (-16, True, 0.7), (0, False, 1.0), (0, True, 1.0))]
+VIEWS += [Clip("astronaut", a, m, q) for a, m, q in
+          ((-16, False, 1.0), (-16, True, 1.0), (0, False, 1.0), (0, False, 0.7), (0, True, 1.0), (0, True, 0.7),
+           (16, False, 1.0), (16, False, 0.7), (16, True, 1.0), (16, True, 0.7))]
 
 
 def _face_box(frame: np.ndarray):
@@ -97,49 +114,49 @@ def _no_face_frames(n: int = N_FRAMES) -> list[np.ndarray]:
 def write_sample(root: str | Path) -> dict[str, int]:
     """Write the sample under `root`; returns how many video files each source got."""
     root = Path(root)
-    clips: dict[tuple[str, int], list[np.ndarray]] = {}
+    clips: dict[int, list[np.ndarray]] = {}
 
-    def real(kind: str, v: int) -> list[np.ndarray]:
-        if (kind, v) not in clips:
-            clips[kind, v] = Clip(kind, v).frames()
-        return clips[kind, v]
+    def real(view: int) -> list[np.ndarray]:
+        if view not in clips:
+            clips[view] = VIEWS[view].frames()
+        return clips[view]
 
     counts = {}
     # --- FaceForensics++: ids 000..007, pairs (000,001) (002,003) train, (004,005) val, (006,007) test
     ff = root / "FaceForensics++"
     ids = [f"{i:03d}" for i in range(8)]
-    kinds = {i: ("carphone" if n % 2 == 0 else "astronaut", n) for n, i in enumerate(ids)}
+    view = {i: n for n, i in enumerate(ids)}  # views 0-7
     for i in ids:
-        footage.write_video(ff / f"original_sequences/youtube/c23/videos/{i}.mp4", real(*kinds[i]))
+        footage.write_video(ff / f"original_sequences/youtube/c23/videos/{i}.mp4", real(view[i]))
     pairs = [("000", "001"), ("002", "003"), ("004", "005"), ("006", "007")]
     for a, b in pairs:
         for t, s in ((a, b), (b, a)):
             if (t, s) == ("006", "007"):
                 continue  # fault: listed by the split files, absent on disk
             footage.write_video(ff / f"manipulated_sequences/Deepfakes/c23/videos/{t}_{s}.mp4",
-                                swap(real(*kinds[t]), real(*kinds[s])))
+                                swap(real(view[t]), real(view[s])))
     (ff / "manipulated_sequences/Deepfakes/c23/videos/007_006.mp4").write_bytes(b"")  # fault: empty
     splits = ff / "dataset/splits"
     splits.mkdir(parents=True, exist_ok=True)
     for name, chosen in (("train", pairs[:2]), ("val", pairs[2:3]), ("test", pairs[3:])):
         (splits / f"{name}.json").write_text(json.dumps([list(p) for p in chosen]))
     # 000 and 006 come from one "YouTube video": the official split leaks through it
-    conv = {i: f"yt{kinds[i][1]:02d}video 0" for i in ids} | {"006": "yt00video 1"}
+    conv = {i: f"yt{view[i]:02d}video 0" for i in ids} | {"006": "yt00video 1"}
     (splits / "conversion_dict.json").write_text(json.dumps(conv))
     counts["ff++"] = 16
 
     # --- Celeb-DF v2: identities 0, 1, 2
     cd = root / "Celeb-DF-v2"
-    ident = {0: ("carphone", 10), 1: ("astronaut", 11), 2: ("carphone", 13), 3: ("astronaut", 14)}
-    for p, clip in ident.items():
-        footage.write_video(cd / f"Celeb-real/id{p}_0000.mp4", real(*clip))
+    ident = {0: 8, 1: 9, 2: 10, 3: 11}  # identity -> view
+    for p, v in ident.items():
+        footage.write_video(cd / f"Celeb-real/id{p}_0000.mp4", real(v))
     for t, s in ((0, 1), (1, 0), (2, 3), (3, 2)):
-        footage.write_video(cd / f"Celeb-synthesis/id{t}_id{s}_0000.mp4", swap(real(*ident[t]), real(*ident[s])))
-    footage.write_video(cd / "YouTube-real/00000.mp4", real("astronaut", 15))
+        footage.write_video(cd / f"Celeb-synthesis/id{t}_id{s}_0000.mp4", swap(real(ident[t]), real(ident[s])))
+    footage.write_video(cd / "YouTube-real/00000.mp4", real(12))
     # the same clip in two datasets: FF++'s 001 re-encoded at another quality
-    footage.write_video(cd / "YouTube-real/00001.mp4", real(*kinds["001"]), crf=30)
+    footage.write_video(cd / "YouTube-real/00001.mp4", real(view["001"]), crf=30)
     # fault: a truncated file
-    footage.write_video(cd / "Celeb-real/id2_0001.mp4", real("carphone", 16))
+    footage.write_video(cd / "Celeb-real/id2_0001.mp4", real(ident[2])[::-1])
     data = (cd / "Celeb-real/id2_0001.mp4").read_bytes()
     (cd / "Celeb-real/id2_0001.mp4").write_bytes(data[: len(data) * 6 // 10])
     test_list = ["1 Celeb-real/id3_0000.mp4", "0 Celeb-synthesis/id3_id2_0000.mp4",
@@ -150,24 +167,23 @@ def write_sample(root: str | Path) -> dict[str, int]:
     # --- DFDC: a preview set and one full-release part
     pv = root / "DFDC/dfdc_preview_set"
     meta = {}
-    for target, v, swapped in (("643049", 20, "728115"), ("728115", 21, "643049")):
-        kind = "carphone" if v % 2 == 0 else "astronaut"
+    # two actors swapped into each other: one group, so both may share one view
+    for target, swapped, clip in (("643049", "728115", real(13)), ("728115", "643049", real(13)[::-1])):
         rel = f"original_videos/{target}/{target}_A_001.mp4"
-        footage.write_video(pv / rel, real(kind, v))
+        footage.write_video(pv / rel, clip)
         meta[rel] = {"label": "real", "set": "train", "augmentations": [], "target_id": int(target)}
-        other_kind = "astronaut" if kind == "carphone" else "carphone"
         fake = f"method_A/{target}/{target}_A/{swapped}_{target}_A_001.mp4"
-        footage.write_video(pv / fake, swap(real(kind, v), real(other_kind, v + 1)))
+        footage.write_video(pv / fake, swap(clip, clip[::-1]))
         meta[fake] = {"label": "fake", "set": "test" if target == "728115" else "train",
                       "augmentations": [], "target_id": target, "swapped_id": swapped}
     (pv / "dataset.json").write_text(json.dumps(meta, indent=1))
     part = root / "DFDC/dfdc_train_part_0"
     part_meta = {}
-    for n, (name, kind, v) in enumerate((("aqwertyuio", "astronaut", 23), ("bzxcvbnmas", "carphone", 24))):
-        footage.write_video(part / f"{name}.mp4", real(kind, v))
+    for name, v in (("aqwertyuio", 14), ("bzxcvbnmas", 15)):
+        footage.write_video(part / f"{name}.mp4", real(v))
         part_meta[f"{name}.mp4"] = {"label": "REAL", "split": "train", "original": None}
         fake = f"c{name[1:]}.mp4"
-        footage.write_video(part / fake, swap(real(kind, v), real("carphone" if n else "astronaut", 25)))
+        footage.write_video(part / fake, swap(real(v), real(v)[::-1]))
         part_meta[fake] = {"label": "FAKE", "split": "train", "original": f"{name}.mp4"}
     footage.write_video(part / "dnofacexxx.mp4", _no_face_frames())  # fault: no face
     part_meta["dnofacexxx.mp4"] = {"label": "REAL", "split": "train"}
@@ -176,7 +192,7 @@ def write_sample(root: str | Path) -> dict[str, int]:
     part_meta["ecopiedxxx.mp4"] = {"label": "REAL", "split": "train", "original": None}
     (part / "fnotavideo.mp4").write_text("this is not a video\n")  # fault: not a video
     part_meta["fnotavideo.mp4"] = {"label": "FAKE", "split": "train", "original": "aqwertyuio.mp4"}
-    footage.write_video(part / "gunlisted.mp4", real("astronaut", 26))  # fault: not in metadata
+    footage.write_video(part / "gunlisted.mp4", real(12)[::2])  # fault: not in metadata
     (part / "metadata.json").write_text(json.dumps(part_meta))
     counts["dfdc"] = 4 + 8 + 1
     return counts

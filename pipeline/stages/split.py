@@ -34,7 +34,7 @@ from ..sources.base import UnionFind
 log = logging.getLogger("mesodata")
 
 NAME = "split"
-VERSION = "1"
+VERSION = "1.1"
 OUTPUT = "split.parquet"
 REPORT = "reports/split.json"
 SPLITS = ("train", "val", "test")
@@ -185,7 +185,8 @@ def split_videos(man: pd.DataFrame, dd: pd.DataFrame, p: dict) -> tuple[pd.DataF
         groups = sorted(el.group.unique())
         if len(groups):
             counts = _counts(el, groups)
-            assign = assign_groups(counts.to_numpy(), ratios, p["seed"])
+            fixed = _no_empty_split(el, groups, ratios, p["seed"])
+            assign = assign_groups(counts.to_numpy(), ratios, p["seed"], fixed)
             man.loc[eligible, "split"] = el.group.map(dict(zip(groups, [SPLITS[a] for a in assign]))).to_numpy()
     else:
         man.loc[eligible, "split"] = _official(el, ratios, p["seed"], notes)
@@ -193,6 +194,29 @@ def split_videos(man: pd.DataFrame, dd: pd.DataFrame, p: dict) -> tuple[pd.DataF
     cols = ["video_id", "source", "label", "method", "group", "manifest_group", "split", "reason", "frames",
             "official_split"]
     return man[cols], report
+
+
+def _no_empty_split(el: pd.DataFrame, groups: list[str], ratios: np.ndarray, seed: int) -> np.ndarray:
+    """Pin one small group of each source to each smaller split, where the source has enough groups.
+
+    Minimising squared share errors alone leaves a 10% split empty whenever every group is larger
+    than 10% of its stratum (small datasets, Celeb-DF's identities); an empty test set measures
+    nothing, so each source with as many single-source groups as splits gives one to each.
+    """
+    fixed = np.full(len(groups), -1)
+    index = {g: i for i, g in enumerate(groups)}
+    sizes = el.groupby("group").frames.sum()
+    sources = el.groupby("group").source.nunique()
+    rng = np.random.default_rng(seed)
+    targets = [i for i in np.argsort(ratios, kind="stable") if ratios[i] > 0][:-1]  # all but the largest
+    for source in sorted(el.source.unique()):
+        own = sorted(g for g in el.group[el.source == source].unique() if sources[g] == 1)
+        if len(own) <= len(targets):
+            continue
+        tie = rng.random(len(own))
+        for t, g in zip(targets, [own[i] for i in np.lexsort((tie, [sizes[g] for g in own]))]):
+            fixed[index[g]] = t
+    return fixed
 
 
 def _counts(el: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
