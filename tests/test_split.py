@@ -219,3 +219,24 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
         assert p.returncode == 2, p.stderr
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and msg in lines[0], p.stderr
+
+
+def test_small_source_still_gets_val_and_test():
+    """Four equal groups: squared-error alone leaves test empty; each split must get one."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.stages.split import _counts, _no_empty_split, assign_groups
+
+    el = pd.DataFrame({"group": ["g0", "g1", "g2", "g3"], "source": ["s"] * 4, "frames": [25] * 4,
+                       "stratum": ["s|1|m"] * 4})
+    groups = ["g0", "g1", "g2", "g3"]
+    counts = _counts(el, groups).to_numpy()
+    ratios = np.array([70, 20, 10], float)
+    assert sorted(assign_groups(counts, ratios, 0)) == [0, 0, 0, 1]  # the trap: no test group
+    pinned = _no_empty_split(el, groups, ratios, 0)
+    assert sorted(pinned[pinned >= 0]) == [1, 2]
+    assert sorted(assign_groups(counts, ratios, 0, pinned)) == [0, 0, 1, 2]
+    # too few groups: nothing is pinned, the squared-error optimum stands
+    few = el.iloc[:2]
+    assert (_no_empty_split(few, groups[:2], ratios, 0) == -1).all()
