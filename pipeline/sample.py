@@ -55,9 +55,11 @@ class Clip:
         return out
 
 
-# Sixteen views whose crops are pairwise distinct for the dedupe stage (and all yield faces).
+# Twenty views whose crops are pairwise distinct for the dedupe stage (measured: no two within
+# 10 bits of pHash) and that all yield faces.
 VIEWS = [Clip("carphone", a, m, q) for a, m, q in
-         ((-16, False, 1.0), (-16, False, 0.7), (-16, True, 1.0), (-16, True, 0.7), (0, False, 1.0), (0, True, 1.0))]
+         ((-16, False, 1.0), (-16, False, 0.7), (-16, True, 1.0), (-16, True, 0.7), (0, False, 1.0), (0, True, 1.0),
+          (-16, False, 1.3), (-16, True, 1.3), (0, False, 1.3), (0, True, 1.3))]
 VIEWS += [Clip("astronaut", a, m, q) for a, m, q in
           ((-16, False, 1.0), (-16, True, 1.0), (0, False, 1.0), (0, False, 0.7), (0, True, 1.0), (0, True, 0.7),
            (16, False, 1.0), (16, False, 0.7), (16, True, 1.0), (16, True, 0.7))]
@@ -122,13 +124,13 @@ def write_sample(root: str | Path) -> dict[str, int]:
         return clips[view]
 
     counts = {}
-    # --- FaceForensics++: ids 000..007, pairs (000,001) (002,003) train, (004,005) val, (006,007) test
+    # --- FaceForensics++: ids 000..011 in six pairs: three train, one val, two test
     ff = root / "FaceForensics++"
-    ids = [f"{i:03d}" for i in range(8)]
-    view = {i: n for n, i in enumerate(ids)}  # views 0-7
+    ids = [f"{i:03d}" for i in range(12)]
+    view = {i: (0, 10, 1, 11, 2, 12, 3, 13, 6, 14, 7, 15)[n] for n, i in enumerate(ids)}  # a carphone and an astronaut view per pair
     for i in ids:
         footage.write_video(ff / f"original_sequences/youtube/c23/videos/{i}.mp4", real(view[i]))
-    pairs = [("000", "001"), ("002", "003"), ("004", "005"), ("006", "007")]
+    pairs = [("000", "001"), ("002", "003"), ("008", "009"), ("004", "005"), ("006", "007"), ("010", "011")]
     for a, b in pairs:
         for t, s in ((a, b), (b, a)):
             if (t, s) == ("006", "007"):
@@ -138,21 +140,21 @@ def write_sample(root: str | Path) -> dict[str, int]:
     (ff / "manipulated_sequences/Deepfakes/c23/videos/007_006.mp4").write_bytes(b"")  # fault: empty
     splits = ff / "dataset/splits"
     splits.mkdir(parents=True, exist_ok=True)
-    for name, chosen in (("train", pairs[:2]), ("val", pairs[2:3]), ("test", pairs[3:])):
+    for name, chosen in (("train", pairs[:3]), ("val", pairs[3:4]), ("test", pairs[4:])):
         (splits / f"{name}.json").write_text(json.dumps([list(p) for p in chosen]))
     # 000 and 006 come from one "YouTube video": the official split leaks through it
     conv = {i: f"yt{view[i]:02d}video 0" for i in ids} | {"006": "yt00video 1"}
     (splits / "conversion_dict.json").write_text(json.dumps(conv))
-    counts["ff++"] = 16
+    counts["ff++"] = 2 * len(ids) - 1
 
     # --- Celeb-DF v2: identities 0, 1, 2
     cd = root / "Celeb-DF-v2"
-    ident = {0: 8, 1: 9, 2: 10, 3: 11}  # identity -> view
+    ident = {0: 4, 1: 16, 2: 5, 3: 17}  # identity -> view
     for p, v in ident.items():
         footage.write_video(cd / f"Celeb-real/id{p}_0000.mp4", real(v))
     for t, s in ((0, 1), (1, 0), (2, 3), (3, 2)):
         footage.write_video(cd / f"Celeb-synthesis/id{t}_id{s}_0000.mp4", swap(real(ident[t]), real(ident[s])))
-    footage.write_video(cd / "YouTube-real/00000.mp4", real(12))
+    footage.write_video(cd / "YouTube-real/00000.mp4", real(18))
     # the same clip in two datasets: FF++'s 001 re-encoded at another quality
     footage.write_video(cd / "YouTube-real/00001.mp4", real(view["001"]), crf=30)
     # fault: a truncated file
@@ -168,7 +170,7 @@ def write_sample(root: str | Path) -> dict[str, int]:
     pv = root / "DFDC/dfdc_preview_set"
     meta = {}
     # two actors swapped into each other: one group, so both may share one view
-    for target, swapped, clip in (("643049", "728115", real(13)), ("728115", "643049", real(13)[::-1])):
+    for target, swapped, clip in (("643049", "728115", real(19)), ("728115", "643049", real(19)[::-1])):
         rel = f"original_videos/{target}/{target}_A_001.mp4"
         footage.write_video(pv / rel, clip)
         meta[rel] = {"label": "real", "set": "train", "augmentations": [], "target_id": int(target)}
@@ -179,7 +181,7 @@ def write_sample(root: str | Path) -> dict[str, int]:
     (pv / "dataset.json").write_text(json.dumps(meta, indent=1))
     part = root / "DFDC/dfdc_train_part_0"
     part_meta = {}
-    for name, v in (("aqwertyuio", 14), ("bzxcvbnmas", 15)):
+    for name, v in (("aqwertyuio", 8), ("bzxcvbnmas", 9)):
         footage.write_video(part / f"{name}.mp4", real(v))
         part_meta[f"{name}.mp4"] = {"label": "REAL", "split": "train", "original": None}
         fake = f"c{name[1:]}.mp4"
@@ -192,7 +194,7 @@ def write_sample(root: str | Path) -> dict[str, int]:
     part_meta["ecopiedxxx.mp4"] = {"label": "REAL", "split": "train", "original": None}
     (part / "fnotavideo.mp4").write_text("this is not a video\n")  # fault: not a video
     part_meta["fnotavideo.mp4"] = {"label": "FAKE", "split": "train", "original": "aqwertyuio.mp4"}
-    footage.write_video(part / "gunlisted.mp4", real(12)[::2])  # fault: not in metadata
+    footage.write_video(part / "gunlisted.mp4", real(18)[::2])  # fault: not in metadata
     (part / "metadata.json").write_text(json.dumps(part_meta))
     counts["dfdc"] = 4 + 8 + 1
     return counts

@@ -41,8 +41,8 @@ def sample_manifest(sample_root, tmp_path_factory):
 
 def test_sample_rows_labels_and_statuses(sample_manifest):
     rows, _ = sample_manifest
-    assert len(rows) == 40
-    assert len({r["video_id"] for r in rows.values()}) == 40
+    assert len(rows) == 48
+    assert len({r["video_id"] for r in rows.values()}) == 48
     ff = "ff++/manipulated_sequences/Deepfakes/c23/videos/"
     assert rows[ff + "006_007"]["status"] == "missing"          # listed by the split files, absent
     assert rows[ff + "007_006"]["status"] == "unreadable"       # zero bytes
@@ -52,7 +52,7 @@ def test_sample_rows_labels_and_statuses(sample_manifest):
     assert unlisted["status"] == "unlisted" and unlisted["label"] is None
     assert rows["celebdf/Celeb-synthesis/id9_id3_0000"]["status"] == "missing"  # in the test list only
     ok = [r for r in rows.values() if r["status"] == "ok"]
-    assert len(ok) == 35  # the truncated file opens: the faces stage marks it
+    assert len(ok) == 43  # the truncated file opens: the faces stage marks it
     for r in ok:
         assert r["frames"] == 40 and r["fps"] == 25.0 and r["width"] > 0 and r["size_bytes"] > 0
     # labels: 1 = fake everywhere, whatever the source's own convention
@@ -91,7 +91,7 @@ def test_sample_groups_and_official_splits(sample_manifest):
 def test_sample_report(sample_manifest):
     _, work = sample_manifest
     report = json.loads((work / "reports/manifest.json").read_text())
-    assert report["videos"] == 40 and report["status"]["ok"] == 35
+    assert report["videos"] == 48 and report["status"]["ok"] == 43
     assert {p["status"] for p in report["problems"]} == {"missing", "unreadable", "unlisted"}
     assert any("FaceSwap: not held" in n for n in report["sources"]["ff++"]["notes"])
 
