@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 __all__ = ["Box", "DetectParams", "HaarDetector", "Verifier", "FaceCropper", "crop_square", "encode_image",
-           "luma", "resolve_cascade"]
+           "luma", "resolve_cascade", "upright_turns"]
 
 # Decoded pixel formats whose first plane is 8-bit luma, usable as grayscale as is.
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
@@ -117,6 +117,15 @@ def _load_dlib():
     import dlib
 
     return dlib.get_frontal_face_detector()
+
+
+def upright_turns(frame) -> int:
+    """Quarter turns (counter-clockwise, as np.rot90 counts) that show the frame upright.
+
+    Phones store video sideways and say so in the display matrix; a sideways face is invisible to
+    a frontal-face cascade, so frames are turned upright first and boxes refer to the upright frame.
+    """
+    return round((getattr(frame, "rotation", 0) or 0) / 90) % 4
 
 
 def luma(frame) -> np.ndarray:
@@ -310,12 +319,16 @@ class FaceCropper:
     def process(self, frame) -> dict:
         """status (face / no_face / rejected), bbox, crop square, verified, image bytes, error."""
         out = {"status": "no_face", "bbox": None, "crop": None, "verified": None, "image": None, "error": None}
-        candidates, why = self._candidates(luma(frame))
+        turns = upright_turns(frame)
+        gray = luma(frame)
+        candidates, why = self._candidates(np.ascontiguousarray(np.rot90(gray, turns)) if turns else gray)
         if not candidates:
             out["error"] = why
             self._miss()
             return out
         rgb = frame.to_ndarray(format="rgb24")
+        if turns:
+            rgb = np.ascontiguousarray(np.rot90(rgb, turns))
         first = None
         for box in candidates[:self.max_candidates]:
             crop, square = crop_square(rgb, box, self.margin, self.size)

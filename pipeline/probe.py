@@ -45,6 +45,8 @@ def probe(path: str) -> dict:
             first = next(container.decode(stream), None)
             if first is None:
                 return {**info, "status": "unreadable", "error": "no decodable frame"}
+            if round((getattr(first, "rotation", 0) or 0) / 90) % 2:  # shown sideways: report as displayed
+                info["width"], info["height"] = info["height"], info["width"]
     except (av.FFmpegError, OSError, ValueError, IndexError, ZeroDivisionError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         return {**info, "status": "unreadable", "error": f"not a readable video ({reason})"}

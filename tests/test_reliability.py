@@ -297,9 +297,7 @@ VIDEO_CASES = [
     ("4000x3000", "size_4000x3000", "ok", None, {"face"}),
     ("grayscale (gray pix_fmt)", "grayscale", "ok", None, {"face"}),
     ("10-bit yuv420p10le", "ten_bit", "ok", None, {"face"}),
-    pytest.param("rotated 90 (display matrix)", "rotated_display_matrix", "ok", None, {"face"},
-                 marks=pytest.mark.xfail(strict=True, reason="faces ignores the display matrix: a phone "
-                                         "video's face is sideways and not found (frames.py owner)")),
+    ("rotated 90 (display matrix)", "rotated_display_matrix", "ok", None, {"face"}),
 ]
 
 
@@ -495,3 +493,22 @@ def test_a_pickled_object_in_a_weights_file_is_refused_and_never_runs(tmp_path):
     with pytest.raises(UserError, match="refusing to unpickle"):
         load_weights(evil)
     assert not marker.exists()
+
+
+def test_rotated_video_is_turned_upright(tmp_path):
+    """A phone video stored sideways: the manifest gives its displayed size, the crop an upright face."""
+    import av
+
+    from pipeline.probe import probe
+    from pipeline.stages.faces import extract_faces
+
+    path = tmp_path / "phone.mp4"
+    media.rotated_display_matrix(path)
+    with av.open(str(path)) as c:
+        stored = (c.streams.video[0].width, c.streams.video[0].height)
+    info = probe(str(path))
+    assert (info["width"], info["height"]) == (stored[1], stored[0]) and stored[0] < stored[1]
+    rows = extract_faces(str(path), {"frames": 3, "verify": "dlib"}).to_pylist()
+    assert [r["status"] for r in rows] == ["face"] * 3
+    box = rows[0]["bbox"]
+    assert box["x"] + box["w"] <= info["width"] and box["y"] + box["h"] <= info["height"]

@@ -38,7 +38,7 @@ __all__ = ["run", "read", "iter_parts", "extract_faces", "normalize_params", "DE
 log = logging.getLogger("mesodata")
 
 NAME = "faces"
-VERSION = "1"
+VERSION = "2"  # 2: frames turned upright by their display matrix
 FOLDER = "faces"
 INDEX = "faces/_index.json"
 REPORT = "reports/faces.json"

@@ -21,7 +21,7 @@ from ..sources import ADAPTERS, config
 log = logging.getLogger("mesodata")
 
 NAME = "manifest"
-VERSION = "1"
+VERSION = "2"  # 2: width and height as displayed (rotation metadata)
 OUTPUT = "manifest.parquet"
 REPORT = "reports/manifest.json"
 CHUNK = 32  # videos per unit: probing is quick, so a part per video would be mostly overhead
