@@ -474,3 +474,23 @@ def test_manifest_stage_reads_the_fetched_tree(tmp_path: Path, ff_files) -> None
     fetched = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.mp4"))
     assert sorted(r["path"] for r in listing.rows) == fetched  # the .part is not a video
     assert {r["status"] for r in listing.rows} == {"ok"} and len(fetched) == 11
+
+
+def test_fetched_tree_goes_through_build_unchanged(tmp_path: Path, ff_files) -> None:
+    """`mesodata build` on what fetch wrote: every video probed ok and sampled, nothing renamed."""
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "data"
+    with FileServer(ff_files) as srv:
+        _fetch(root, ff_server=srv.url, accept_terms=True, ff_methods=METHODS)
+    code = cli_module.cli.main(["build", "--sources", "ff++", "--data-root", str(root), "--work",
+                                str(tmp_path / "w"), "--frames", "2", "--verify", "none", "--workers", "1"],
+                               standalone_mode=False)
+    assert not code
+    manifest = pq.read_table(tmp_path / "w/manifest.parquet").to_pylist()
+    assert len(manifest) == 11 and {r["status"] for r in manifest} == {"ok"}
+    assert {r["label"] for r in manifest if "manipulated_sequences" in r["path"]} == {1}
+    parts = [p for p in (tmp_path / "w/faces").glob("*.parquet")]
+    assert len(parts) == 11
+    frames = [r for p in parts for r in pq.read_table(p).to_pylist()]
+    assert {r["status"] for r in frames} <= {"face", "no_face", "rejected"} and len(frames) == 22
