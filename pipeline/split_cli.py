@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
-from .runner import Lock, Work
+from .runner import Lock, Work, make_executor
 
 log = logging.getLogger("mesodata")
 
@@ -59,7 +59,11 @@ def _workers_default() -> int:
 @click.option("--augment", default="paper", show_default=True,
               help="Training augmentation: paper, none, or a preset file (YAML/JSON).")
 @click.option("--perturb-test", is_flag=True, help="Also write a test-perturbed split.")
-def split(work, seed, ratios, protocol, workers, shard_size, augment, perturb_test):
+@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: joblib processes; dask: a Dask cluster (see --scheduler).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="With --backend dask: an existing scheduler (tcp://host:8786); default: a local cluster.")
+def split(work, seed, ratios, protocol, workers, shard_size, augment, perturb_test, backend, scheduler):
     """Assign whole groups to train/val/test, audit the split for leaks, then write the shards.
 
     \b
@@ -83,4 +87,8 @@ def split(work, seed, ratios, protocol, workers, shard_size, augment, perturb_te
         if shards is None:
             log.info("shards: stage not available in this version; stopping after split")
             return
-        shards.run(w, shards_params, workers=workers, executor=None)
+        executor = make_executor(backend, workers, scheduler)
+        try:
+            shards.run(w, shards_params, workers=workers, executor=executor)
+        finally:
+            executor.close()

@@ -11,6 +11,17 @@ from pipeline.build import run_build
 from pipeline.runner import DaskExecutor, LocalExecutor, Work
 
 FACES = {"frames": 4, "verify": "none"}
+SHARDS = {"shard_size": 1 << 20, "augment": "paper", "perturb_test": False, "seed": 0}
+
+
+def build_and_split(data: Path, work: Path, executor) -> None:
+    """The whole job: build, split and shards, every unit on `executor`."""
+    from pipeline.stages import shards, split
+
+    w = Work(work)
+    run_build(w, data, ["celebdf", "dfdc", "ff++"], faces_params=FACES, workers=2, executor=executor)
+    split.run(w, {"seed": 0})
+    shards.run(w, SHARDS, workers=2, executor=executor)
 
 
 def digests(work: Path) -> dict[str, str]:
@@ -26,8 +37,7 @@ def digests(work: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def local_build(sample_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("local")
-    run_build(Work(work), sample_root, ["celebdf", "dfdc", "ff++"], faces_params=FACES,
-              workers=2, executor=LocalExecutor(2))
+    build_and_split(sample_root, work, LocalExecutor(2))
     return work
 
 
@@ -35,16 +45,16 @@ def test_dask_cluster_gives_identical_artifacts(sample_root, local_build, tmp_pa
     executor = DaskExecutor(workers=2)
     try:
         assert len(executor.client.scheduler_info()["workers"]) == 2
-        run_build(Work(tmp_path), sample_root, ["celebdf", "dfdc", "ff++"], faces_params=FACES,
-                  workers=2, executor=executor)
+        build_and_split(sample_root, tmp_path, executor)
     finally:
         executor.close()
     local, dask = digests(local_build), digests(tmp_path)
-    assert "manifest.parquet" in local and len(local) > 1
+    for artifact in ("manifest.parquet", "dedupe.parquet", "split.parquet", "shards/train/part-00000.parquet"):
+        assert artifact in local
+    assert sum(k.startswith("faces/") for k in local) > 30
     assert dask == local
 
 
 def test_one_worker_gives_identical_artifacts(sample_root, local_build, tmp_path):
-    run_build(Work(tmp_path), sample_root, ["celebdf", "dfdc", "ff++"], faces_params=FACES,
-              workers=1, executor=LocalExecutor(1))
+    build_and_split(sample_root, tmp_path, LocalExecutor(1))
     assert digests(tmp_path) == digests(local_build)
