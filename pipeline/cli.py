@@ -80,6 +80,8 @@ def cli(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    for noisy in ("faiss.loader", "distributed"):  # libraries that log their start-up at INFO
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def main() -> None:
