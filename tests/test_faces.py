@@ -256,3 +256,15 @@ def test_two_threads_at_once_give_the_serial_rows(videos, talking_rows):
         assert [(r["frame_index"], r["status"], r["bbox"]) for r in rows] == \
                [(r["frame_index"], r["status"], r["bbox"]) for r in talking_rows]
         assert [r["image"] for r in rows] == [r["image"] for r in talking_rows]
+
+
+def test_opencv_without_haar_cascades_is_one_clear_error(monkeypatch):
+    """OpenCV 5.0 dropped CascadeClassifier and the Haar files: say which build to install."""
+    import cv2
+
+    from pipeline.errors import UserError
+    from pipeline.stages.faces import normalize_params
+
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(UserError, match=r"has no Haar cascades .*opencv-python-headless>=4.10,<5"):
+        normalize_params({})
