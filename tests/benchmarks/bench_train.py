@@ -58,6 +58,52 @@ def measure(model_name: str, batch: int, steps: int, channels_last: bool = False
     return rate
 
 
+def _ddp_worker(rank: int, world: int, model_name: str, batch: int, steps: int, bf16: bool, port: int,
+                queue) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = create_model(model_name).to(memory_format=torch.channels_last)
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    step = make_train_step(net, torch.optim.Adam(net.parameters(), 1e-3), torch.device("cpu"), True, bf16)
+    data = _batches(2, batch // world, seed=rank)
+    for i in range(2):
+        step(*data[i % 2])
+    dist.barrier()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(*data[i % 2])
+    queue.put(steps * (batch // world) / (time.perf_counter() - t0))
+    dist.destroy_process_group()
+
+
+def measure_ddp(model_name: str, batch: int, steps: int, bf16: bool, world: int = 2) -> float:
+    """Images per second of data-parallel training: `world` single-thread processes, gradients
+    averaged by DistributedDataParallel (gloo), `batch` split between them."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:  # a free loopback port for the process group
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, world, model_name, batch, steps, bf16, port, queue))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    rates = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
 def loss_curves(model_name: str, steps: int, batch: int = 32) -> tuple[list[float], list[float]]:
     data = _batches(4, batch, seed=1)
     curves = []
@@ -99,6 +145,9 @@ def main() -> None:
         batch = kw.pop("batch", 32)
         rate = measure(args.model, batch, args.steps, **kw)
         print(f"| {name} | {rate:.1f} | {rate / plain:.2f}x |", flush=True)
+    rate = measure_ddp(args.model, 32, args.steps, bf16)
+    print(f"| 2 processes x 1 thread (DDP), channels_last + bf16, 16 each | {rate:.1f} | {rate / plain:.2f}x |",
+          flush=True)
     a, b = loss_curves(args.model, 12)
     print("\nloss, plain fp32:", " ".join(f"{v:.3f}" for v in a))
     print("loss, optimised: ", " ".join(f"{v:.3f}" for v in b))
