@@ -40,9 +40,12 @@ def _csv(value: str | None) -> list[str] | None:
                                                    "differs from --train-sources for cross-dataset runs.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="DataLoader worker processes decoding images.")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1),
+              help="CPU data parallelism: N single-thread training processes sharing each batch "
+                   "(about 1.3x faster end to end with 2 on a 2-core machine).")
 def train_detector(work: Path, run: str, models: str, epochs: int, batch_size: int, seed: int,
                    device: str, svm_features: str, train_sources: str | None,
-                   test_sources: str | None, workers: int) -> None:
+                   test_sources: str | None, workers: int, processes: int) -> None:
     """Train Meso-4 and MesoInception-4 as in the paper, fit the RBF-SVM head, pick everything on
     val, evaluate once on test and write weights, metrics.json, report.md and plots."""
     from .run import parse_models, train_and_evaluate
@@ -50,7 +53,8 @@ def train_detector(work: Path, run: str, models: str, epochs: int, batch_size: i
 
     if not work.is_dir():
         raise UserError(f"no work dir at {work}")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, workers=workers)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, workers=workers,
+                      processes=processes)
     metrics = train_and_evaluate(work, run, parse_models(models), cfg, svm_features,
                                  _csv(train_sources), _csv(test_sources))
     click.echo(f"\nTest results ({work / 'detector' / run}):\n")

@@ -8,6 +8,8 @@ bounded: one row group plus an optional shuffle buffer of `shuffle_buffer` decod
 
 from __future__ import annotations
 
+import copy
+
 import io
 import random
 from dataclasses import dataclass
@@ -127,6 +129,12 @@ class ShardDataset(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def whole(self) -> "ShardDataset":
+        """A copy that reads every row whatever the process group: evaluation on one rank."""
+        other = copy.copy(self)
+        other._rank, other._world = 0, 1
+        return other
 
     def __len__(self) -> int:
         """Rows that pass the filter, over all ranks (reads only the small filter columns)."""

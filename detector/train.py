@@ -8,8 +8,13 @@ format (the big one, ~4x with oneDNN) and bf16 autocast where the CPU has native
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
+import os
+import socket
+import tempfile
 import math
 import random
 import sys
@@ -59,6 +64,9 @@ class TrainConfig:
     cpu_bf16: bool | None = None  # None: on when the CPU has native bf16
     threads: int | None = None  # torch intra-op threads; None keeps PyTorch's choice
     bn_momentum: float | None = None  # None: bn_momentum_for(total iterations)
+    # CPU data parallelism: N single-thread processes, each on 1/N of every batch, gradients averaged
+    # (DDP over gloo). The thin layers parallelise badly over threads; over processes they scale.
+    processes: int = 1
 
 
 @dataclass
@@ -157,9 +165,24 @@ class _Progress:
 def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
                 on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `cfg.model` on `train_ds`, keep the weights of the epoch with the lowest val loss."""
+    if cfg.processes > 1 and resolve_device(cfg.device).type == "cpu":
+        result = _train_data_parallel(cfg, train_ds, val_ds)
+        for row in result.history:
+            if on_epoch:
+                on_epoch(row)
+        return result
+    return _train(cfg, train_ds, val_ds, on_epoch)
+
+
+def _train(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
+           on_epoch: Callable[[dict], None] | None = None, rank: int = 0, world: int = 1) -> TrainResult:
+    """The training loop; with world > 1 it runs in each of `world` processes of a gloo group, and
+    only rank 0 validates, logs and keeps the best weights."""
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    if cfg.threads:
+    if world > 1:
+        torch.set_num_threads(1)
+    elif cfg.threads:
         torch.set_num_threads(cfg.threads)
     cpu_bf16 = cpu_has_native_bf16() if cfg.cpu_bf16 is None else cfg.cpu_bf16
     if device.type == "cpu":
@@ -170,16 +193,20 @@ def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
     model = create_model(cfg.model, bn_momentum=bn_momentum).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.betas)
     step_n = lr_step_iterations(iters_per_epoch * cfg.epochs, cfg.lr_step)
     floor = cfg.lr_min / cfg.lr
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(floor, 0.1 ** (it // step_n)))
-    step = make_train_step(model, optimizer, device, cfg.channels_last, cpu_bf16)
+    step = make_train_step(net, optimizer, device, cfg.channels_last, cpu_bf16)
     train_ds.shuffle, train_ds.seed, train_ds.shuffle_buffer = True, cfg.seed, cfg.shuffle_buffer
-    val_loader = make_loader(val_ds, max(cfg.batch_size, 64), cfg.workers, device)
-    log.info("%s: %d train / %d val images, %d iterations/epoch, lr /10 every %d iterations, "
-             "device %s%s", cfg.model, n_train, len(val_ds), iters_per_epoch, step_n, device,
-             ", bf16 autocast" if device.type == "cuda" or cpu_bf16 else "")
+    batch_size, loader_workers = cfg.batch_size // world, (cfg.workers if world == 1 else 0)
+    val_loader = make_loader(val_ds.whole(), max(cfg.batch_size, 64), loader_workers, device)
+    if rank == 0:
+        log.info("%s: %d train / %d val images, %d iterations/epoch, lr /10 every %d iterations, "
+                 "device %s%s%s", cfg.model, n_train, len(val_ds), iters_per_epoch, step_n, device,
+                 ", bf16 autocast" if device.type == "cuda" or cpu_bf16 else "",
+                 f", {world} processes x {batch_size} images" if world > 1 else "")
 
     result = TrainResult(model=model, lr_step=step_n,
                          config={**asdict(cfg), "cpu_bf16": cpu_bf16, "device": str(device),
@@ -188,17 +215,27 @@ def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
     for epoch in range(cfg.epochs):
         train_ds.set_epoch(epoch)
         model.train()
-        prog = _Progress(n_train, f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}")
+        prog = _Progress(n_train, f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}") if rank == 0 else None
         tot_loss, tot_correct, seen = 0.0, 0, 0
         t0 = time.perf_counter()
-        for batch in make_loader(train_ds, cfg.batch_size, cfg.workers, device):
-            loss_sum, correct = step(batch["image"], batch["label"])
-            sched.step()
-            n = len(batch["label"])
-            tot_loss, tot_correct, seen = tot_loss + loss_sum, tot_correct + correct, seen + n
-            prog.update(n, loss_sum / n)
-        prog.close()
+        # ranks may get unequal shares of row groups: join() lets a rank that runs out shadow the others
+        with (net.join() if world > 1 else contextlib.nullcontext()):
+            for batch in make_loader(train_ds, batch_size, loader_workers, device):
+                loss_sum, correct = step(batch["image"], batch["label"])
+                sched.step()
+                n = len(batch["label"])
+                tot_loss, tot_correct, seen = tot_loss + loss_sum, tot_correct + correct, seen + n
+                if prog:
+                    prog.update(n * world, loss_sum / n)
+        if world > 1:
+            totals = torch.tensor([tot_loss, tot_correct, seen], dtype=torch.float64)
+            torch.distributed.all_reduce(totals)
+            tot_loss, tot_correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         train_time = time.perf_counter() - t0
+        if prog:
+            prog.close()
+        if rank != 0:
+            continue
         frame, _ = score_loader(model, val_loader, device, channels_last=cfg.channels_last,
                                 cpu_bf16=cpu_bf16)
         val_loss = _bce(frame["logit"].to_numpy(), frame["label"].to_numpy())
@@ -220,6 +257,49 @@ def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _data_parallel_worker(rank: int, world: int, port: int, cfg: TrainConfig, train_ds: ShardDataset,
+                          val_ds: ShardDataset, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = _train(cfg, train_ds, val_ds, rank=rank, world=world)
+        if rank == 0:
+            torch.save(result.model.state_dict(), os.path.join(out_dir, "best.pt"))
+            meta = {"history": result.history, "best_epoch": result.best_epoch, "lr_step": result.lr_step,
+                    "config": {**result.config, "processes": world}}
+            with open(os.path.join(out_dir, "result.json"), "w") as f:
+                json.dump(meta, f)
+        dist.barrier()  # rank 0 validates the last epoch after the others finished training
+    finally:
+        dist.destroy_process_group()
+
+
+def _train_data_parallel(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset) -> TrainResult:
+    """Run `_train` in `cfg.processes` spawned processes; rank 0's best weights come back by file,
+    loaded with weights_only=True like any other weights."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:  # a free loopback port for the process group
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="mesodata-ddp-") as out_dir:
+        mp.spawn(_data_parallel_worker, args=(cfg.processes, port, cfg, train_ds, val_ds, out_dir),
+                 nprocs=cfg.processes, join=True)
+        with open(os.path.join(out_dir, "result.json")) as f:
+            meta = json.load(f)
+        state = torch.load(os.path.join(out_dir, "best.pt"), weights_only=True)
+    model = create_model(cfg.model, bn_momentum=meta["config"]["bn_momentum"])
+    model.load_state_dict(state)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.eval()
+    return TrainResult(model=model, history=meta["history"], best_epoch=meta["best_epoch"],
+                       lr_step=meta["lr_step"], config=meta["config"])
 
 
 def _bce(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -180,3 +180,26 @@ def test_schedule_rules():
     assert lr_step_iterations(48) == 12  # four lr levels within a short run
     assert bn_momentum_for(100_000) == pytest.approx(0.01)  # Keras' value on a real run
     assert bn_momentum_for(48) == pytest.approx(0.1)
+
+
+def test_data_parallel_training_matches_one_process(work):
+    """Two single-thread processes (DDP over gloo) split each batch and average gradients: the same
+    schedule, selection on val, and learning like the one-process run."""
+    from detector.train import TrainConfig, train_model
+
+    train = ShardDataset(shard_files(work, "train"), RowFilter(split="train", augmentations=None))
+    val = ShardDataset(shard_files(work, "val"), RowFilter(split="val"))
+    cfg = TrainConfig(epochs=2, batch_size=16, workers=0, seed=0)
+    one = train_model(cfg, train, val)
+    two = train_model(TrainConfig(**{**cfg.__dict__, "processes": 2}), train, val)
+    assert two.config["processes"] == 2 and two.lr_step == one.lr_step
+    assert [h["epoch"] for h in two.history] == [1, 2] and 1 <= two.best_epoch <= 2
+    best = min(two.history, key=lambda h: h["val_loss"])
+    assert best["epoch"] == two.best_epoch  # selected on val
+    for run in (one, two):  # both learn: the second epoch's training loss is below the first's
+        assert run.history[1]["train_loss"] < run.history[0]["train_loss"]
+    assert abs(two.history[-1]["val_loss"] - one.history[-1]["val_loss"]) < 0.1
+    # the returned weights are rank 0's best, and they score like it did on val
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.isfinite(two.model(x)).all()
