@@ -71,12 +71,16 @@ class DetectParams:
     max_misses: int = 3
 
 
-@functools.cache
 def resolve_cascade(cascade: str) -> str:
     """A cascade file: `cascade` itself if it is a file, else that name in cv2.data.haarcascades."""
     if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
         raise FileNotFoundError(f"OpenCV {cv2.__version__} has no Haar cascades (5.0 removed them); "
                                 "pip install 'opencv-python-headless>=4.10,<5' and no other OpenCV 5 build")
+    return _cascade_file(cascade)
+
+
+@functools.cache
+def _cascade_file(cascade: str) -> str:
     if os.path.isfile(cascade):
         return os.path.abspath(cascade)
     path = os.path.join(cv2.data.haarcascades, cascade)
