@@ -84,3 +84,16 @@ def test_source_filters_that_match_nothing_are_user_errors(tmp_path):
         train_and_evaluate(tmp_path, test_sources=["dfdc"])
     with pytest.raises(UserError, match="svm-features"):
         train_and_evaluate(tmp_path, svm_features="pixels")
+
+
+def test_cross_dataset_run_tests_only_on_the_held_out_source(tmp_path):
+    """--train-sources srcA --test-sources srcB: the test metrics cover srcB's frames and nothing else."""
+    from detector.train import TrainConfig
+
+    rows = write_sample_shards(tmp_path, videos={"train": 2, "val": 2, "test": 2}, frames=2, perturbed=())
+    metrics = train_and_evaluate(tmp_path, "cross", ["meso4"], TrainConfig(epochs=1, workers=0),
+                                 train_sources=["srcA"], test_sources=["srcB"])
+    test = metrics["models"]["meso4"]["test"]
+    assert set(test["per_source"]) == {"srcB"}
+    assert test["frame"]["n"] == test["per_source"]["srcB"]["n"] == rows["test"] // 2
+    assert metrics["config"]["train_sources"] == ["srcA"]

@@ -265,3 +265,13 @@ def test_cli_rerun_says_so(sample_root, tmp_path):
     assert first.returncode == 0, first.stderr
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0 and "manifest: up to date" in again.stderr
+
+
+def test_source_root_moves_one_folder(tmp_path):
+    """--source-root celebdf=PATH reads Celeb-DF from elsewhere; paths stay relative to the data root."""
+    elsewhere = tmp_path / "disk2/celeb"
+    tiny_video(elsewhere / "Celeb-real/id4_0001.mp4")
+    (tmp_path / "data").mkdir()
+    rows = build_manifest(tmp_path / "data", tmp_path / "w", ["celebdf"], overrides={"celebdf": str(elsewhere)})
+    row = rows["celebdf/Celeb-real/id4_0001"]
+    assert row["status"] == "ok" and row["path"] == "../disk2/celeb/Celeb-real/id4_0001.mp4"
