@@ -60,12 +60,12 @@ def parquet_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet")) if folder.is_dir() else []
 
 
-def has_split() -> bool:
-    try:
-        import pipeline.split_cli  # noqa: F401
-    except ModuleNotFoundError:
-        return False
-    return True
+def build_and_split(data: Path, work: Path) -> None:
+    """`mesodata build` then `mesodata split`, both expected to succeed."""
+    proc = mesodata(*build_args(data, work, "--workers", "2"))
+    assert proc.returncode == 0, proc.stderr
+    proc = mesodata("split", "--work", work, *SPLIT)
+    assert proc.returncode == 0, proc.stderr
 
 
 SPLIT = ["--seed", "0", "--augment", "none", "--shard-size", "200KB", "--workers", "1"]
@@ -114,11 +114,7 @@ def reference(data, tmp_path_factory) -> dict:
     """An uninterrupted build (+ split), and how long it took."""
     work = tmp_path_factory.mktemp("reference") / "w"
     t0 = time.monotonic()
-    proc = mesodata(*build_args(data, work, "--workers", "2"))
-    assert proc.returncode == 0, proc.stderr
-    if has_split():
-        proc = mesodata("split", "--work", work, *SPLIT)
-        assert proc.returncode == 0, proc.stderr
+    build_and_split(data, work)
     return {"work": work, "seconds": time.monotonic() - t0}
 
 
@@ -162,36 +158,30 @@ def test_killed_at_every_stage_resumes_to_the_same_result(data, reference, tmp_p
     videos = st["videos"]
     assert w.state("faces") is None and 1 <= faces_done < videos
 
-    # dedupe (when the stage exists): killed as soon as its parts folder is made
+    # dedupe: killed as soon as its parts folder is made
     proc = start(*build_args(data, work, "--workers", "2"))
-    if (REPO / "pipeline/stages/dedupe.py").exists():
-        kill_when(proc, lambda: (work / ".parts/dedupe/_fingerprint").exists(), "the dedupe stage")
-        st = counts(work, "faces")
-        assert (st["resumed"], st["computed"]) == (faces_done, videos - faces_done), st
-        assert w.state("dedupe") is None
-        dedupe_done = len(parquet_files(work / ".parts/dedupe"))
-        proc = mesodata(*build_args(data, work, "--workers", "2"))
-        assert proc.returncode == 0, proc.stderr
-        st = counts(work, "dedupe")
-        assert st["resumed"] == dedupe_done and st["computed"] == st["units"] - dedupe_done, st
-    else:
-        assert proc.wait() == 0
-        st = counts(work, "faces")
-        assert (st["resumed"], st["computed"]) == (faces_done, videos - faces_done), st
+    kill_when(proc, lambda: (work / ".parts/dedupe/_fingerprint").exists(), "the dedupe stage")
+    st = counts(work, "faces")
+    assert (st["resumed"], st["computed"]) == (faces_done, videos - faces_done), st
+    assert w.state("dedupe") is None
+    dedupe_done = len(parquet_files(work / ".parts/dedupe"))
+    proc = mesodata(*build_args(data, work, "--workers", "2"))
+    assert proc.returncode == 0, proc.stderr
+    st = counts(work, "dedupe")
+    assert st["resumed"] == dedupe_done and st["computed"] == st["units"] - dedupe_done, st
 
     # shards, through `mesodata split`
-    if has_split():
-        proc = start("split", "--work", work, *SPLIT)
-        kill_when(proc, lambda: list((work / "shards").rglob("part-*.parquet")), "a shard")
-        assert w.state("shards") is None
-        made = len(parquet_files(work / ".parts/shards"))  # shards whose unit finished
-        proc = mesodata("split", "--work", work, *SPLIT)
-        assert proc.returncode == 0, proc.stderr
-        st = counts(work, "shards")
-        assert st["resumed"] == made and st["computed"] == st["shards"] - made >= 1, st
-        assert not list((work / "shards").rglob(".*.tmp"))
-        print(f"resume counts: manifest {done}/{n_chunks} chunks kept, faces {faces_done}/{videos} videos, "
-              f"shards {made}/{st['shards']}")
+    proc = start("split", "--work", work, *SPLIT)
+    kill_when(proc, lambda: list((work / "shards").rglob("part-*.parquet")), "a shard")
+    assert w.state("shards") is None
+    made = len(parquet_files(work / ".parts/shards"))  # shards whose unit finished
+    proc = mesodata("split", "--work", work, *SPLIT)
+    assert proc.returncode == 0, proc.stderr
+    st = counts(work, "shards")
+    assert st["resumed"] == made and st["computed"] == st["shards"] - made >= 1, st
+    assert not list((work / "shards").rglob(".*.tmp"))
+    print(f"resume counts: manifest {done}/{n_chunks} chunks kept, faces {faces_done}/{videos} videos, "
+          f"shards {made}/{st['shards']}")
     assert digests(work) == digests(reference["work"])
 
 
@@ -218,15 +208,10 @@ def test_finished_build_rerun_is_a_noop(data, reference):
     work = reference["work"]
     before = {s: Work(work).state(s) for s in ("manifest", "faces", "dedupe", "split", "shards")}
     t0 = time.monotonic()
-    proc = mesodata(*build_args(data, work, "--workers", "2"))
-    assert proc.returncode == 0, proc.stderr
-    if has_split():
-        proc = mesodata("split", "--work", work, *SPLIT)
-        assert proc.returncode == 0, proc.stderr
+    build_and_split(data, work)
     took = time.monotonic() - t0
     after = {s: Work(work).state(s) for s in before}
     assert after == before  # same fingerprints, same `finished` time, same counts: nothing redone
-    assert "faces: up to date" in proc.stderr or has_split()
     print(f"\nno-op rerun {took:.1f} s vs first run {reference['seconds']:.1f} s: "
           f"ratio {took / reference['seconds']:.2f}")
     assert took < 0.5 * reference["seconds"]
@@ -244,10 +229,8 @@ def test_changing_frames_redoes_faces_and_what_follows_not_the_manifest(data, re
     assert after["faces"]["fingerprint"] != before["faces"]["fingerprint"]
     assert after["faces"]["counts"]["computed"] == after["faces"]["counts"]["videos"]  # every video redone
     assert after["faces"]["counts"]["resumed"] == 0
-    if before["dedupe"]:
-        assert after["dedupe"]["fingerprint"] != before["dedupe"]["fingerprint"]
-    if has_split():
-        assert Work(work).status(["shards"])[0]["status"] == "stale"
+    assert after["dedupe"]["fingerprint"] != before["dedupe"]["fingerprint"]
+    assert Work(work).status(["shards"])[0]["status"] == "stale"
 
 
 def test_verify_catches_a_flipped_byte_in_a_faces_part_and_a_shard(reference, data, tmp_path):
@@ -260,9 +243,8 @@ def test_verify_catches_a_flipped_byte_in_a_faces_part_and_a_shard(reference, da
     assert face_parts and {f"faces/{p.name}" for p in face_parts} <= recorded  # every part is checked
     victims = [face_parts[len(face_parts) // 2]]
     shard_files = sorted((work / "shards").rglob("part-*.parquet"))
-    if has_split():
-        assert shard_files and {p.relative_to(work).as_posix() for p in shard_files} <= recorded
-        victims.append(shard_files[0])
+    assert shard_files and {p.relative_to(work).as_posix() for p in shard_files} <= recorded
+    victims.append(shard_files[0])
     for v in victims:
         data_ = bytearray(v.read_bytes())
         data_[len(data_) // 2] ^= 0x01
