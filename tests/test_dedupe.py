@@ -25,12 +25,7 @@ except ImportError:  # tests/ became a package
 @pytest.fixture(scope="session")
 def dedupe_work(sample_root, tmp_path_factory):
     """The sample's manifest + faces + the dedupe stage, run once (read-only)."""
-    src = F.sample_work(sample_root, tmp_path_factory.mktemp("sample_work") / "work")
-    dst = tmp_path_factory.mktemp("dedupe_work") / "work"
-    shutil.copytree(src, dst)
-    work = Work(dst)
-    dedupe.run(work, {}, workers=1)
-    return work
+    return F.deduped_copy(sample_root, tmp_path_factory, "dedupe_work")
 
 
 # --- pHash ----------------------------------------------------------------------------------------

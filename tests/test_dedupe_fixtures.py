@@ -8,6 +8,7 @@ method, group) and records state `faces`; these helpers write exactly that, from
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 
 import cv2
@@ -143,6 +144,18 @@ def sample_work(sample_root: Path, dest: Path, every: int = 8) -> Path:
         write_faces(work, videos)
         _SAMPLE_WORK[key] = Path(dest)
     return _SAMPLE_WORK[key]
+
+
+def deduped_copy(sample_root: Path, tmp_path_factory, name: str) -> Work:
+    """A fresh copy of `sample_work` with the real dedupe stage run on it."""
+    from pipeline.stages import dedupe
+
+    src = sample_work(sample_root, tmp_path_factory.mktemp("sample_work") / "work")
+    dst = tmp_path_factory.mktemp(name) / "work"
+    shutil.copytree(src, dst)
+    work = Work(dst)
+    dedupe.run(work, {}, workers=1)
+    return work
 
 
 def write_dedupe(work: Work, rows: list[dict], tag: str = "fixture") -> None:

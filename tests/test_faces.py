@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import collections
 
 import cv2
 import dlib
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from pipeline import footage, schema
-from pipeline.detect import HaarDetector, crop_square, Box
+from pipeline.detect import HaarDetector
 from pipeline.errors import UserError
 from pipeline.frames import plan_indices
 from pipeline.stages.faces import extract_faces, normalize_params

@@ -126,7 +126,7 @@ def test_contact_sheet_per_source(resumed):
         assert img is not None and img.shape[1] > 8 * 160 and img.shape[0] >= 2 * 160
         assert img.std() > 30  # crops, not an empty canvas
     state = resumed["state1"]
-    assert f"reports/faces-dfdc.png" in state["outputs"]
+    assert "reports/faces-dfdc.png" in state["outputs"]
 
 
 def test_parts_are_per_video_parquet_under_faces(resumed):

@@ -4,7 +4,6 @@ protocol's leaks on FF++'s real split files, and clear errors."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from pipeline.errors import UserError
 from pipeline.runner import Work
 from pipeline.split_cli import parse_size
-from pipeline.stages import dedupe, split
+from pipeline.stages import split
 
 try:
     import test_dedupe_fixtures as F
@@ -30,11 +29,7 @@ FF_SHARED = Path(__file__).resolve().parents[2] / "shared/datasets/faceforensics
 
 @pytest.fixture(scope="session")
 def split_work(sample_root, tmp_path_factory):
-    src = F.sample_work(sample_root, tmp_path_factory.mktemp("sample_work") / "work")
-    dst = tmp_path_factory.mktemp("split_work") / "work"
-    shutil.copytree(src, dst)
-    work = Work(dst)
-    dedupe.run(work, {}, workers=1)
+    work = F.deduped_copy(sample_root, tmp_path_factory, "split_work")
     split.run(work, {"seed": 0})
     return work
 

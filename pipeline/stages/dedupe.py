@@ -356,7 +356,7 @@ def print_report(report: dict, limit: int = 10) -> None:
     print(f"\nDedupe (radius {report['params']['radius']}, cross-video links need "
           f"{report['params']['min_shared']} shared crops or an exact copy): {report['crops']} crops of "
           f"{report['videos']} videos, {report['kept']} kept")
-    print(f"  reasons: " + ", ".join(f"{k} {v}" for k, v in report["reasons"].items()))
+    print("  reasons: " + ", ".join(f"{k} {v}" for k, v in report["reasons"].items()))
     print(f"  clusters: {c['multi']} with >1 crop, {c['cross_video']} across videos, "
           f"{c['cross_source']} across sources; largest {c['largest_crops']} crops")
     if report["largest"]:

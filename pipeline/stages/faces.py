@@ -17,7 +17,6 @@ import collections
 import hashlib
 import json
 import logging
-import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

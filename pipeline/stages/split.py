@@ -19,7 +19,7 @@ hidden or fixed.
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import pandas as pd
