@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from . import storage
 from .errors import UserError
 from .report import print_table
 from .runner import Lock, Work, make_executor
@@ -70,9 +71,11 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
 @click.command()
 @click.option("--sources", default="celebdf,dfdc,ff++", show_default=True,
               help="Comma-separated sources: celebdf, dfdc, ff++.")
-@click.option("--data-root", required=True, type=click.Path(path_type=Path),
-              help="Folder holding Celeb-DF-v2/, DFDC/, FaceForensics++/ as downloaded.")
-@click.option("--work", required=True, type=click.Path(path_type=Path), help="Work dir for every artifact.")
+@click.option("--data-root", required=True, metavar="PATH|URL",
+              help="Folder holding Celeb-DF-v2/, DFDC/, FaceForensics++/ as downloaded; or an fsspec "
+                   "URL such as s3://bucket/prefix (see docs/cluster.md).")
+@click.option("--work", required=True, metavar="PATH|URL",
+              help="Work dir for every artifact: a folder or an fsspec URL (s3://bucket/prefix).")
 @click.option("--source-root", "source_root", multiple=True, metavar="NAME=PATH",
               help="Use PATH as the folder of source NAME (repeatable).")
 @click.option("--compression", default="c23", show_default=True, type=click.Choice(["raw", "c23", "c40"]),
@@ -118,6 +121,10 @@ def build(sources, data_root, work, source_root, compression, ff_splits, frames,
     if do_fetch:
         from .fetch import fetch
 
+        if storage.is_remote(storage.location(data_root)) or storage.is_remote(storage.location(work)):
+            raise UserError("--fetch downloads to a local --data-root and --work; upload to the store afterwards")
+        data_root, work = Path(data_root), Path(work)
+
         report = fetch(data_root, work, ff_server=ff_server, compression=compression,
                        accept_terms=accept_terms, manifest=fetch_manifest)
         if report.failed:
@@ -138,11 +145,14 @@ def build(sources, data_root, work, source_root, compression, ff_splits, frames,
 
 
 @click.command()
-@click.option("--work", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--work", required=True, metavar="PATH|URL")
 def status(work):
     """Each stage of WORK: done, stale (inputs or parameters changed) or missing, with counts."""
+    w = Work(work)
+    if not w.root.is_dir():
+        raise UserError(f"work dir {w.root} does not exist")
     rows = []
-    for r in Work(work).status(STAGES):
+    for r in w.status(STAGES):
         counts = ", ".join(f"{k}={v}" for k, v in r["counts"].items() if not isinstance(v, dict))
         rows.append({"stage": r["stage"], "status": r["status"], "finished": r["finished"], "counts": counts})
     print_table(f"Stages of {work}", rows, ["stage", "status", "finished", "counts"])

@@ -9,11 +9,21 @@ from pathlib import Path
 
 import av
 
+from . import storage
 
-def probe(path: str) -> dict:
-    """frames, fps, width, height, duration, size_bytes, and `status`/`error` (ok or unreadable)."""
-    info = {"frames": None, "fps": None, "width": None, "height": None, "duration": None,
-            "size_bytes": None, "status": "ok", "error": None}
+
+_EMPTY = {"frames": None, "fps": None, "width": None, "height": None, "duration": None,
+          "size_bytes": None, "status": "ok", "error": None}
+
+
+def probe(path) -> dict:
+    """frames, fps, width, height, duration, size_bytes, and `status`/`error` (ok or unreadable).
+    `path` is a local path, or a location on a store (pipeline.storage), read by ranged reads."""
+    loc = storage.location(path)
+    if storage.is_remote(loc):
+        return _probe_remote(loc)
+    path = str(path)
+    info = dict(_EMPTY)
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -26,10 +36,28 @@ def probe(path: str) -> dict:
 
         return {**info, "status": "unreadable", "error": not_a_file(Path(path))}
     info["size_bytes"] = st.st_size
+    return _probe_container(path, info)
+
+
+def _probe_remote(loc) -> dict:
+    try:
+        meta = loc.fs.info(loc.path)
+    except FileNotFoundError:
+        return {**_EMPTY, "status": "missing", "error": "no such object"}
+    except OSError as exc:
+        return {**_EMPTY, "status": "unreadable", "error": str(exc)}
+    if meta.get("type") != "file":
+        return {**_EMPTY, "status": "unreadable", "error": "not a regular file (folder)"}
+    with loc.fs.open(loc.path, "rb") as f:  # the header and first frame only, not the whole video
+        return _probe_container(f, {**_EMPTY, "size_bytes": meta.get("size")})
+
+
+def _probe_container(source, info: dict) -> dict:
+    """Fill `info` from the container at `source` (a path or a binary file object)."""
     if info["size_bytes"] == 0:
         return {**info, "status": "unreadable", "error": "empty file (0 bytes)"}
     try:
-        with av.open(path, metadata_errors="ignore") as container:
+        with av.open(source, metadata_errors="ignore") as container:
             if not container.streams.video:
                 return {**info, "status": "unreadable", "error": "no video stream"}
             stream = container.streams.video[0]

@@ -15,18 +15,17 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from . import atomic, schema
+from . import atomic, schema, storage
 from .errors import UserError
 
 log = logging.getLogger("mesodata")
@@ -53,12 +52,8 @@ class Unit:
     payload: Any
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    return storage.sha256(path, chunk)
 
 
 def part_name(key: str) -> str:
@@ -68,14 +63,21 @@ def part_name(key: str) -> str:
 
 
 class Work:
-    """The work directory: stage states, parts, artifacts and reports."""
+    """The work directory: stage states, parts, artifacts and reports.
+
+    `root` is a local folder or an fsspec URL (pipeline.storage): `path()` gives a `Path` or a
+    `UPath`, and everything written goes through `atomic`, so both kinds behave the same."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = storage.location(root, changing=True)
         self._parts: dict[str, Path] = {}  # stage name -> its parts folder in this run
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    @property
+    def remote(self) -> bool:
+        return storage.is_remote(self.root)
 
     # --- stage state -------------------------------------------------------------------
     def state(self, name: str) -> dict | None:
@@ -121,9 +123,9 @@ class Work:
         files = self._artifact_parts(stage.name)
         for rel in outputs:
             p = self.path(rel)
-            entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            entry = {"sha256": storage.sha256(p), "bytes": storage.size(p)}
             if p.suffix == ".parquet":
-                entry["rows"] = pq.ParquetFile(p).metadata.num_rows
+                entry["rows"] = storage.parquet_file(p).metadata.num_rows
             files[rel] = entry
         state = {
             "stage": stage.name, "version": stage.version, "params": stage.params,
@@ -142,7 +144,7 @@ class Work:
             ledger = json.loads((d / LEDGER).read_text())
         except FileNotFoundError:
             return {}
-        rel = d.relative_to(self.root).as_posix()
+        rel = storage.relative(d, self.root)
         return {f"{rel}/{part}": entry for part, entry in ledger.items() if (d / part).exists()}
 
     def status(self, stage_names: Iterable[str]) -> list[dict]:
@@ -165,10 +167,9 @@ class Work:
         d = self.path(where or os.path.join(".parts", stage.name))
         marker = d / "_fingerprint"
         if d.exists() and (not marker.exists() or marker.read_text().strip() != fingerprint):
-            shutil.rmtree(d)
-        if not d.exists():
-            d.mkdir(parents=True)
-            atomic.write_bytes(marker, fingerprint.encode())
+            storage.remove_tree(d)
+        if not marker.exists():
+            atomic.write_bytes(marker, fingerprint.encode())  # makes the folder (a prefix, on a store)
         self._parts[stage.name] = d
         return d
 
@@ -179,10 +180,17 @@ class Lock:
     The kernel drops the lock when its process dies (even by SIGKILL), so a stale lock file of a
     dead process is simply taken over, and two processes taking over at once cannot both win
     (deciding by a pid check and then unlinking could let both run).
+
+    On an object store the flock is on a local file named after the URL, and WORK/.lock is an object
+    created only if absent (a conditional PUT), naming the owner's host. A store cannot tell that
+    its owner died, so a lock left by a killed build is taken over only from the same host, where
+    the flock proves the owner gone; one left by another host is reported, to be deleted by hand.
     """
 
     def __init__(self, work: Work):
-        self.path = work.path(".lock")
+        self.work = work
+        self.store_lock = work.path(".lock") if work.remote else None
+        self.path = _local_lock_file(work.root) if work.remote else work.path(".lock")
         self.fd: int | None = None
 
     def __enter__(self) -> "Lock":
@@ -196,7 +204,7 @@ class Lock:
                 owner = self._owner() or {}
                 who = (f"process {owner['pid']} on {owner.get('host', '?')}" if owner.get("pid")
                        else "another process")
-                raise UserError(f"work dir {self.path.parent} is in use by {who}; wait for it to finish "
+                raise UserError(f"work dir {self.work.root} is in use by {who}; wait for it to finish "
                                 "(one build per work dir)") from None
             try:  # its previous owner may have unlinked the file between our open and flock
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
@@ -212,9 +220,38 @@ class Lock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         self.fd = fd
+        if self.store_lock is not None:
+            try:
+                self._claim_store_lock()
+            except BaseException:
+                self.__exit__()
+                raise
         return self
 
+    def _claim_store_lock(self) -> None:
+        lock, me = self.store_lock, {"pid": os.getpid(), "host": socket.gethostname()}
+        try:
+            with lock.fs.open(lock.path, "xb") as f:  # fails when the object exists
+                f.write(json.dumps(me).encode())
+            return
+        except FileExistsError:
+            pass
+        try:
+            owner = json.loads(lock.read_text())
+        except (OSError, ValueError):
+            owner = {}
+        if not isinstance(owner, dict) or owner.get("host") != me["host"]:
+            who = owner.get("host", "an unknown host") if isinstance(owner, dict) else "an unknown host"
+            self.store_lock = None  # not ours: __exit__ must leave it
+            raise UserError(f"work dir {self.work.root} is locked by a build on {who} ({lock}); "
+                            "if no build runs there any more, delete that object and retry")
+        log.warning("taking over stale lock %s (process %s on this host is gone)", lock, owner.get("pid"))
+        lock.write_bytes(json.dumps(me).encode())
+
     def __exit__(self, *exc) -> None:
+        if self.store_lock is not None:
+            self.store_lock.unlink(missing_ok=True)
+            self.store_lock = None
         if self.fd is not None:
             self.path.unlink(missing_ok=True)  # while still holding it: see __enter__
             os.close(self.fd)
@@ -228,15 +265,23 @@ class Lock:
         return owner if isinstance(owner, dict) else None
 
 
+def _local_lock_file(url) -> Path:
+    """The local file whose flock stands for a store's work dir among this host's processes."""
+    folder = Path(tempfile.gettempdir(), "mesodata-locks")
+    folder.mkdir(exist_ok=True)
+    return folder / f"{hashlib.sha1(str(url).encode()).hexdigest()[:16]}.lock"
+
+
 # --- executing units ------------------------------------------------------------------------
-def _run_unit(fn: Callable[[Any], pa.Table], unit: Unit, part: str, artifact: str | None) -> dict:
-    """Executed in a worker: compute one unit's table and write it atomically; return a small summary."""
-    if os.path.exists(part):
+def _run_unit(fn: Callable[[Any], pa.Table], unit: Unit, part, artifact: str | None) -> dict:
+    """Executed in a worker: compute one unit's table and write it atomically; return a small summary.
+    `part` is a Path or UPath: a worker writes straight to the work dir, wherever it is."""
+    if part.exists():
         try:
             return {"key": unit.key, "skipped": True, "rows": None, "file": _file_entry(part)}
         except (pa.ArrowException, OSError) as exc:  # not written by us (atomic writes): redo it
             log.warning("unreadable part %s (%s): computing it again", part, exc)
-            os.unlink(part)
+            part.unlink()
     table = fn(unit.payload)
     if artifact:
         table = schema.conform(table, artifact)
@@ -248,10 +293,10 @@ def _run_unit(fn: Callable[[Any], pa.Table], unit: Unit, part: str, artifact: st
     return summary
 
 
-def _file_entry(part: str) -> dict:
+def _file_entry(part) -> dict:
     """What `Work.record` keeps of an output file; computed where the part was written."""
-    return {"sha256": sha256_file(part), "bytes": os.path.getsize(part),
-            "rows": pq.ParquetFile(part).metadata.num_rows}
+    return {"sha256": storage.sha256(part), "bytes": storage.size(part),
+            "rows": storage.parquet_file(part).metadata.num_rows}
 
 
 def _value_counts(col: pa.ChunkedArray):
@@ -278,7 +323,7 @@ def map_units(fn: Callable[[Any], pa.Table], units: Sequence[Unit], parts_dir: P
               artifact: str | None, workers: int, desc: str, executor: "Executor | None" = None) -> list[dict]:
     """Run `fn` on every unit whose part is not yet on disk; return one summary per unit."""
     executor = executor or LocalExecutor(workers)
-    jobs = [(fn, u, str(parts_dir / part_name(u.key)), artifact) for u in units]
+    jobs = [(fn, u, parts_dir / part_name(u.key), artifact) for u in units]
     results = list(progress(executor.map(_run_unit, jobs), len(jobs), desc))
     atomic.write_json(parts_dir / LEDGER, {part_name(r["key"]): r.pop("file") for r in results})
     return results
@@ -350,7 +395,7 @@ def make_executor(backend: str, workers: int, scheduler: str | None = None):
 
 def read_parts(parts_dir: Path, keys: Sequence[str]) -> pa.Table:
     """Concatenate the parts of `keys`, in that order (so the result does not depend on worker order)."""
-    tables = [pq.read_table(parts_dir / part_name(k)) for k in keys]
+    tables = [storage.read_table(parts_dir / part_name(k)) for k in keys]
     return pa.concat_tables(tables) if tables else None
 
 

@@ -44,8 +44,8 @@ def _workers_default() -> int:
 
 
 @click.command()
-@click.option("--work", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Work dir of a finished `mesodata build`.")
+@click.option("--work", required=True, metavar="PATH|URL",
+              help="Work dir of a finished `mesodata build` (a folder or an fsspec URL).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the group assignment and of the shards' order and augmentations.")
 @click.option("--ratios", default="70,20,10", show_default=True,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from . import schema
+from . import schema, storage
 from .errors import UserError
 from .report import print_table
 from .runner import STATE_DIR, Work, sha256_file
@@ -20,13 +18,14 @@ def check_file(work: Work, rel: str, recorded: dict) -> str | None:
     path = work.path(rel)
     if not path.exists():
         return "missing"
-    if path.stat().st_size != recorded["bytes"]:
-        return f"size {path.stat().st_size} bytes, recorded {recorded['bytes']}"
+    size = storage.size(path)
+    if size != recorded["bytes"]:
+        return f"size {size} bytes, recorded {recorded['bytes']}"
     if sha256_file(path) != recorded["sha256"]:
         return "content hash differs from the one recorded"
     if path.suffix == ".parquet":
         try:
-            table = pq.read_table(path)
+            table = storage.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             return f"unreadable Parquet ({exc})"
         if "rows" in recorded and table.num_rows != recorded["rows"]:
@@ -49,7 +48,7 @@ def verify_work(work: Work) -> list[dict]:
         try:
             state = json.loads(state_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            rows.append({"stage": state_path.stem, "file": str(state_path.relative_to(work.root)),
+            rows.append({"stage": state_path.stem, "file": storage.relative(state_path, work.root),
                          "problem": "corrupt stage record"})
             continue
         for rel, recorded in state.get("outputs", {}).items():
@@ -58,14 +57,17 @@ def verify_work(work: Work) -> list[dict]:
 
 
 @click.command()
-@click.option("--work", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--work", required=True, metavar="PATH|URL")
 @click.option("--all", "show_all", is_flag=True, help="List every file, not only the bad ones.")
-def verify(work: Path, show_all: bool) -> None:
+def verify(work: str, show_all: bool) -> None:
     """Re-read every artifact in WORK: schemas, row counts and content hashes recorded by the stages.
 
     Exits 1 when anything is corrupt or missing.
     """
-    rows = verify_work(Work(work))
+    w = Work(work)
+    if not w.root.is_dir():
+        raise UserError(f"work dir {w.root} does not exist")
+    rows = verify_work(w)
     bad = [r for r in rows if r["problem"]]
     shown = rows if show_all else bad
     if shown:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .. import storage
 from ..errors import UserError
 
 
@@ -47,21 +48,27 @@ def row(source: str, root: Path, data_root: Path, file: Path, *, label: int | No
     if status is None:
         if file.is_file():
             status = "ok"
-        elif os.path.lexists(file):  # a symlink loop, a dangling link, a FIFO, a folder: there, not a video
+        elif _there(file):  # a symlink loop, a dangling link, a FIFO, a folder: there, not a video
             status, error = "unreadable", error or not_a_file(file)
         else:
             status, error = "missing", error or "listed in metadata but absent on disk"
     return {
         "source": source,
         "video_id": f"{source}/{rel_source.rsplit('.', 1)[0]}",
-        "path": os.path.relpath(file, data_root).replace(os.sep, "/"),
+        "path": storage.relative(file, data_root),
         "label": label, "method": method, "compression": compression,
         "official_split": official_split, "status": status, "error": error, "links": links,
     }
 
 
+def _there(file) -> bool:
+    return file.exists() if storage.is_remote(file) else os.path.lexists(file)
+
+
 def not_a_file(file: Path) -> str:
     """Why `file`, which exists as a name, is not a regular file (for the manifest's `error`)."""
+    if storage.is_remote(file):
+        return "not a regular file (folder)"
     try:
         st = os.stat(file)
     except OSError as exc:

@@ -30,16 +30,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .. import atomic, phash, schema
+from .. import atomic, phash, schema, storage
 from ..errors import UserError
 from ..runner import Stage, Unit, Work, map_units, read_parts, summarize
 
@@ -84,7 +82,7 @@ def face_files(work: Work) -> list[str]:
             return [f"{FACES_DIR}/{e['part']}" for e in json.loads(index.read_text())["parts"]]
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable %s: using every part under %s", index, d)
-    return sorted(p.relative_to(work.root).as_posix() for p in d.rglob("*.parquet")
+    return sorted(storage.relative(p, work.root) for p in d.rglob("*.parquet")
                   if not p.name.startswith("."))
 
 
@@ -95,7 +93,7 @@ def hash_images(images: list[dict | None], root: Path | None = None) -> tuple[li
         try:
             data = cell.get("bytes") if cell else None
             if data is None and cell and cell.get("path"):
-                data = Path(root or ".", cell["path"]).read_bytes()
+                data = (root / cell["path"] if root is not None else Path(cell["path"])).read_bytes()
             if data is None:
                 raise ValueError("no image bytes or path")
             rgb = phash.decode(data)
@@ -108,14 +106,14 @@ def hash_images(images: list[dict | None], root: Path | None = None) -> tuple[li
     return px, ph, err
 
 
-def _hash_unit(payload: tuple[str, list[str]]) -> pa.Table:
-    root, files = payload
+def _hash_unit(payload: tuple) -> pa.Table:
+    root, files = payload  # the work dir (Path or UPath) and face parts relative to it
     out = []
     for rel in files:
-        pf = pq.ParquetFile(os.path.join(root, rel))
+        pf = storage.parquet_file(root / rel)
         cols = [c for c in _FACE_COLUMNS if c in pf.schema_arrow.names]
         t = pf.read(columns=cols)
-        out.append(_hash_table(t, Path(root), rel))
+        out.append(_hash_table(t, root, rel))
     return pa.concat_tables(out) if out else _empty_unit()
 
 
@@ -270,7 +268,7 @@ def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=No
     files = face_files(work)
     parts = work.parts_dir(stage, fp)
     if files:
-        units = [Unit(f"faces-{i // CHUNK:06d}", (str(work.root), files[i:i + CHUNK]))
+        units = [Unit(f"faces-{i // CHUNK:06d}", (work.root, files[i:i + CHUNK]))
                  for i in range(0, len(files), CHUNK)]
         results = map_units(_hash_unit, units, parts, artifact=None, workers=workers,
                             desc="dedupe", executor=executor)
@@ -300,7 +298,7 @@ def read(work: Work, columns: list[str] | None = None) -> pa.Table:
     path = work.path(OUTPUT)
     if not path.exists():
         raise UserError(f"no {OUTPUT} in {work.root}: run `mesodata build` first (stage 'dedupe' is missing)")
-    return pq.read_table(path, columns=columns)
+    return storage.read_table(path, columns=columns)
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -390,7 +388,7 @@ def _figure(work: Work, df: pd.DataFrame, report: dict, per_cluster: int = 8) ->
     for rel in files:
         if not rel:
             continue
-        t = pq.read_table(work.path(rel), columns=["video_id", "frame_index", "image"])
+        t = storage.read_table(work.path(rel), columns=["video_id", "frame_index", "image"])
         for vid, fi, img in zip(*(t.column(c).to_pylist() for c in ("video_id", "frame_index", "image"))):
             if (vid, fi) in wanted and img and img.get("bytes"):
                 images[vid, fi] = img["bytes"]

@@ -24,9 +24,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .. import atomic, schema
+from .. import atomic, schema, storage
 from ..detect import DetectParams, FaceCropper, resolve_cascade
 from ..errors import UserError
 from ..frames import Deadline, DecodeTimeout, FrameSampler, count_frames, plan_indices
@@ -257,7 +256,8 @@ def _unit(payload: dict) -> pa.Table:
         rows = [_row(None, status="decode_error", error=f"manifest says {m['status']}: {m['error']}")]
     else:
         try:
-            rows = extract_rows(payload["path"], m["frames"], m["fps"], p, image_prefix=f"{m['video_id']}/")
+            with storage.local_copy(payload["path"]) as path:  # a temp copy when the video is on a store
+                rows = extract_rows(path, m["frames"], m["fps"], p, image_prefix=f"{m['video_id']}/")
         except Exception as exc:  # noqa: BLE001 - recorded, the build goes on
             rows = [_row(None, status="decode_error", error=f"{type(exc).__name__}: {exc}")]
     for r in rows:
@@ -288,13 +288,14 @@ def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=No
         return st
     mtable = manifest.read(work)
     mstate = work.state("manifest") or {}
-    data_root = Path(mstate.get("params", {}).get("data_root", "."))
+    data_root = storage.location(mstate.get("params", {}).get("data_root", "."))
     rows = mtable.select(["video_id", "path", "status", "error", "frames", "fps", "size_bytes",
                           *MANIFEST_COLUMNS]).to_pylist()
     parts = work.parts_dir(stage, _parts_fingerprint(p), where=FOLDER)
     keys = [_unit_key(m) for m in rows]
     _forget_timeouts(work, parts, p["decode_timeout"])
-    units = [Unit(k, {"row": m, "path": str(data_root / m["path"]), "params": p}) for k, m in zip(keys, rows)]
+    units = [Unit(k, {"row": m, "path": storage.join(data_root, m["path"]), "params": p})
+             for k, m in zip(keys, rows)]
     results = map_units(_unit, units, parts, artifact=NAME, workers=workers, desc="faces", executor=executor)
 
     wanted = {part_name(k) for k in keys}
@@ -303,7 +304,7 @@ def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=No
             f.unlink()
     index, per_video = [], []
     for k, m in zip(keys, rows):
-        t = pq.read_table(parts / part_name(k), columns=["status", "error"])
+        t = storage.read_table(parts / part_name(k), columns=["status", "error"])
         st = collections.Counter(t.column("status").to_pylist())
         errors = [e for e in t.column("error").to_pylist() if e]
         timed_out = any("decode timeout" in e for e in errors)
@@ -404,7 +405,7 @@ def iter_parts(work: Work, columns: list[str] | None = None) -> Iterator[pa.Tabl
         path = folder / e["part"]
         if not path.exists():
             raise UserError(f"face part {path} is missing: rerun `mesodata build` to redo it")
-        yield pq.read_table(path, columns=columns)
+        yield storage.read_table(path, columns=columns)
 
 
 def read(work: Work, columns: list[str] | None = None) -> pa.Table:
@@ -446,7 +447,7 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
             picks = rng.sample(parts, min(n, len(parts)))
             picks += [rng.choice(parts) for _ in range(n - len(picks))]  # few videos: more frames of them
             for c, part in enumerate(picks):
-                t = pq.read_table(folder / part, columns=["video_id", "frame_index", "status", "image"])
+                t = storage.read_table(folder / part, columns=["video_id", "frame_index", "status", "image"])
                 faces = [r_ for r_ in t.to_pylist() if r_["status"] == "face"]
                 row = rng.choice(faces)
                 img = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_COLOR)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .. import atomic, schema
+from .. import atomic, schema, storage
 from ..errors import UserError
 from ..probe import probe
 from ..runner import Stage, Unit, Work, map_units, read_parts, summarize
@@ -27,7 +25,12 @@ REPORT = "reports/manifest.json"
 CHUNK = 32  # videos per unit: probing is quick, so a part per video would be mostly overhead
 
 
-def source_roots(data_root: Path, sources: list[str], overrides: dict[str, str]) -> dict[str, Path]:
+def _absolute(p):
+    return p if storage.is_remote(p) else p.resolve()
+
+
+def source_roots(data_root, sources: list[str], overrides: dict[str, str]) -> dict[str, Path]:
+    """Each source's folder: data_root/<its folder name> or its --source-root (local or URL)."""
     unknown = [s for s in [*sources, *overrides] if s not in ADAPTERS]
     if unknown:
         raise UserError(f"unknown source {unknown[0]!r}; choose from {', '.join(ADAPTERS)}")
@@ -35,42 +38,40 @@ def source_roots(data_root: Path, sources: list[str], overrides: dict[str, str])
         raise UserError(f"data root {data_root} does not exist")
     roots = {}
     for s in sources:
-        root = Path(overrides[s]) if s in overrides else data_root / config(s)["folder"]
+        root = storage.location(overrides[s]) if s in overrides else data_root / config(s)["folder"]
+        if storage.is_remote(root) != storage.is_remote(data_root):
+            raise UserError(f"--source-root {s}={root}: must be on the same storage as --data-root {data_root}")
         if not root.is_dir():
             raise UserError(f"{s}: folder {root} does not exist (use --source-root {s}=PATH)")
-        roots[s] = root.resolve()
+        roots[s] = _absolute(root)
     return roots
 
 
-def list_all(data_root: Path, roots: dict[str, Path], compression: str, ff_splits: Path | None):
+def list_all(data_root, roots: dict[str, Path], compression: str, ff_splits: Path | None):
     """Every source's rows (before probing) and its report notes."""
     listings = {}
     for s, root in roots.items():
         adapter = ADAPTERS[s]
         kwargs = {"compression": compression, "split_dir": ff_splits} if s == "ff++" else {}
-        listings[s] = adapter.list_source(root, data_root.resolve(), **kwargs)
+        listings[s] = adapter.list_source(root, _absolute(data_root), **kwargs)
     return listings
 
 
-def _listing_digest(rows: list[dict], data_root: Path) -> str:
+def _listing_digest(rows: list[dict], data_root) -> str:
     """Changes when a file appears, vanishes or changes on disk, so the manifest is redone."""
     h = hashlib.sha256()
     for r in rows:
-        try:
-            st = os.stat(data_root / r["path"])
-            sig = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            sig = None
+        sig = storage.signature(storage.join(data_root, r["path"]))
         h.update(json.dumps([r["video_id"], r["status"], r["group"], r["official_split"], sig]).encode())
     return h.hexdigest()
 
 
-def _probe_rows(payload: tuple[str, list[dict]]) -> pa.Table:
+def _probe_rows(payload: tuple) -> pa.Table:
     data_root, rows = payload
     out = []
     for r in rows:
         r = {k: v for k, v in r.items() if k != "links"}
-        probed = probe(os.path.join(data_root, r["path"])) if r["status"] in ("ok", "unlisted") else {}
+        probed = probe(storage.join(data_root, r["path"])) if r["status"] in ("ok", "unlisted") else {}
         if probed:
             if probed["status"] != "ok":
                 r["status"], r["error"] = probed["status"], probed["error"]
@@ -79,14 +80,15 @@ def _probe_rows(payload: tuple[str, list[dict]]) -> pa.Table:
     return pa.Table.from_pylist(out, schema=schema.load(NAME))
 
 
-def run(work: Work, data_root: Path, sources: list[str], *, overrides: dict[str, str] | None = None,
+def run(work: Work, data_root, sources: list[str], *, overrides: dict[str, str] | None = None,
         compression: str = "c23", ff_splits: Path | None = None, workers: int = 1, executor=None) -> dict:
     """List every source, probe every file, write manifest.parquet and its report."""
+    data_root = storage.location(data_root)
     roots = source_roots(data_root, sources, overrides or {})
     listings = list_all(data_root, roots, compression, ff_splits)
     rows = [r for s in sources for r in listings[s].rows]
     stage = Stage(NAME, VERSION, {
-        "data_root": str(data_root.resolve()), "sources": sources,
+        "data_root": str(_absolute(data_root)), "sources": sources,
         "roots": {s: str(p) for s, p in roots.items()}, "compression": compression,
         "listing": _listing_digest(rows, data_root),
     })
@@ -95,7 +97,7 @@ def run(work: Work, data_root: Path, sources: list[str], *, overrides: dict[str,
         return work.state(NAME)
     fp = work.fingerprint(stage)
     parts = work.parts_dir(stage, fp)
-    units = [Unit(f"chunk-{i // CHUNK:06d}", (str(data_root), rows[i:i + CHUNK]))
+    units = [Unit(f"chunk-{i // CHUNK:06d}", (data_root, rows[i:i + CHUNK]))
              for i in range(0, len(rows), CHUNK)]
     results = map_units(_probe_rows, units, parts, artifact=NAME, workers=workers,
                         desc="manifest", executor=executor)
@@ -152,4 +154,4 @@ def read(work: Work) -> pa.Table:
     path = work.path(OUTPUT)
     if not path.exists():
         raise UserError(f"no manifest in {work.root}: run `mesodata build` first")
-    return pq.read_table(path)
+    return storage.read_table(path)

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import atomic, augment, schema
+from .. import atomic, augment, schema, storage
 from ..errors import UserError
 from ..runner import Stage, Unit, Work, map_units, part_name, read_parts, summarize
 
@@ -151,7 +151,7 @@ def _selection(work: Work):
 
     faces, image_bytes = [], 0
     for f in _faces_files(work):
-        pf = pq.ParquetFile(f)
+        pf = storage.parquet_file(f)
         cols = [c for c in _FACE_COLUMNS if c in pf.schema_arrow.names]
         df = pf.read(columns=cols).to_pandas()
         df["_file"], df["_row"] = str(f), np.arange(len(df), dtype=np.int64)
@@ -161,9 +161,9 @@ def _selection(work: Work):
     for path in ("dedupe.parquet", "split.parquet"):
         if not work.path(path).exists():
             raise UserError(f"no {path} in {work.root}: run `mesodata build` / `mesodata split` first")
-    dedupe = pq.read_table(work.path("dedupe.parquet"), columns=["video_id", "frame_index", "kept"]).to_pandas()
+    dedupe = storage.read_table(work.path("dedupe.parquet"), columns=["video_id", "frame_index", "kept"]).to_pandas()
     split_cols = ["video_id", "split"] + (["group"] if "group" not in faces.columns else [])
-    splits = pq.read_table(work.path("split.parquet"), columns=split_cols).to_pandas()
+    splits = storage.read_table(work.path("split.parquet"), columns=split_cols).to_pandas()
 
     dropped: dict[str, int] = {}
     is_face = faces["status"] == "face"
@@ -247,7 +247,7 @@ def plan(work: Work, params: dict) -> tuple[Stage, list[Unit], dict]:
             random.Random(f"{p['seed']}:{folder}:{k}").shuffle(out_rows)
             rel = f"{OUT_DIR}/{folder}/part-{k:05d}.parquet"
             units.append(Unit(rel, {
-                "out": str(work.path(rel)), "rel": rel, "split": folder, "rows": out_rows,
+                "out": work.path(rel), "rel": rel, "split": folder, "rows": out_rows,
                 "specs": {a: specs[a] for a in copies if a is not None}, "seed": p["seed"],
                 "row_group_rows": p["row_group_rows"], "png_compression": p["png_compression"]}))
     info["preset"] = preset
@@ -265,7 +265,7 @@ def _read_crops(rows: list[tuple]) -> dict[tuple[str, int], dict]:
         ids[(r[0], r[1])] = (r[2], r[3])
     out = {}
     for f, wanted in need.items():
-        pf = pq.ParquetFile(f)
+        pf = storage.parquet_file(f)
         starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
         groups = sorted({int(np.searchsorted(starts, i, side="right") - 1) for i in wanted})
         for g in groups:
@@ -344,7 +344,7 @@ def _write_shard(payload: dict) -> pa.Table:
                        compression={**{c: "zstd" for c in small}, "image.bytes": "none"},
                        use_dictionary=small, write_statistics=small)
         os.chmod(tmp, 0o644)  # a dataset others read (mkstemp makes 0600)
-    size = os.path.getsize(payload["out"])
+    size = storage.size(payload["out"])
     counts = defaultdict(int)
     for key in zip(table["source"].to_pylist(), table["label"].to_pylist(), table["method"].to_pylist(),
                    table["augmentation"].to_pylist()):
@@ -380,11 +380,11 @@ def run(work: Work, params: dict, *, workers: int = 1, executor=None) -> dict:
     for tmp in work.path(OUT_DIR).glob("*/.part-*.tmp"):  # left by a killed run (one build per work dir)
         tmp.unlink(missing_ok=True)
     for u in units:  # a part whose shard has gone would be skipped: drop it so the shard is redone
-        if not Path(u.payload["out"]).exists():
+        if not u.payload["out"].exists():
             (parts / part_name(u.key)).unlink(missing_ok=True)
     results = map_units(_write_shard, units, parts, artifact=None, workers=workers,
                         desc="shards", executor=executor)
-    missing = [u.key for u in units if not Path(u.payload["out"]).exists()]
+    missing = [u.key for u in units if not u.payload["out"].exists()]
     if missing:
         raise RuntimeError(f"shards: {len(missing)} shard(s) missing after the run, e.g. {missing[0]}")
     summary = read_parts(parts, [u.key for u in units])
@@ -522,4 +522,4 @@ def read(work: Work, split: str, columns: list[str] | None = None) -> pa.Table:
     files = shard_files(work, split)
     if not files:
         raise UserError(f"no {split!r} shards under {work.path(OUT_DIR)}: run `mesodata split` first")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    return pa.concat_tables([storage.read_table(f, columns=columns) for f in files])

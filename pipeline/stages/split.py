@@ -24,9 +24,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .. import atomic, schema
+from .. import atomic, schema, storage
 from ..errors import UserError
 from ..runner import Stage, Work
 from ..sources.base import UnionFind
@@ -353,4 +352,4 @@ def read(work: Work) -> pa.Table:
     path = work.path(OUTPUT)
     if not path.exists():
         raise UserError(f"no {OUTPUT} in {work.root}: run `mesodata split` first")
-    return pq.read_table(path)
+    return storage.read_table(path)

@@ -1,0 +1,138 @@
+"""Where the work dir and the videos live: a local folder, or an fsspec URL (s3://bucket/prefix, ...).
+
+A local path (or file://) stays a plain `pathlib.Path`, so a local build is exactly what it was;
+any other URL becomes a `upath.UPath`, the same path API over an fsspec filesystem. What pathlib
+cannot do on a store (Parquet through pyarrow, hashing, a local copy for a decoder, a recursive
+delete) is here, for both kinds. Credentials and endpoints come from the environment, as fsspec
+reads them (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, FSSPEC_S3_*, ...), so every worker finds the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Location = Union[Path, Any]  # Path, or upath.UPath for a URL
+_LOCAL_PROTOCOLS = ("file", "local")
+
+
+def location(where: str | os.PathLike, *, changing: bool = False) -> Location:
+    """A local `Path` for a path or file:// URL, a `UPath` for any other URL.
+
+    `changing`: other processes write there while we look (a work dir), so the filesystem must not
+    answer from a cached listing (fsspec caches them by default: a part written by a worker would
+    look missing to the client)."""
+    if isinstance(where, Path) or is_remote(where):
+        return where
+    text = os.fspath(where)
+    protocol, sep, rest = text.partition("://")
+    if not sep:
+        return Path(text)
+    if protocol in _LOCAL_PROTOCOLS:
+        return Path(rest)
+    from upath import UPath
+
+    return UPath(text, **({"use_listings_cache": False} if changing else {}))
+
+
+def is_remote(p: Any) -> bool:
+    """True for a location on an object store or other fsspec filesystem (not a local Path)."""
+    return hasattr(p, "fs") and hasattr(p, "protocol") and not isinstance(p, Path)
+
+
+def _loc(p: str | os.PathLike | Location) -> Location:
+    return p if isinstance(p, Path) or is_remote(p) else location(p)
+
+
+def join(root, rel: str) -> Location:
+    """`root / rel`; on a store ".." is resolved here, as a store's keys are plain strings."""
+    root = _loc(root)
+    if is_remote(root) and ".." in rel.split("/"):
+        return type(root)(f"{root.protocol}://{posixpath.normpath(root.path + '/' + rel)}", **root.storage_options)
+    return root / rel
+
+
+def read_table(p, columns: list[str] | None = None) -> pa.Table:
+    p = _loc(p)
+    if is_remote(p):
+        return pq.read_table(p.path, columns=columns, filesystem=p.fs)
+    return pq.read_table(p, columns=columns)
+
+
+def parquet_file(p) -> pq.ParquetFile:
+    p = _loc(p)
+    if is_remote(p):
+        return pq.ParquetFile(p.path, filesystem=p.fs)
+    return pq.ParquetFile(p)
+
+
+def sha256(p, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with _loc(p).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def size(p) -> int:
+    return _loc(p).stat().st_size
+
+
+def relative(p, root) -> str:
+    """`p` relative to `root`, POSIX style ("../x" when it lies beside `root`)."""
+    p, root = _loc(p), _loc(root)
+    if is_remote(p) != is_remote(root):
+        raise ValueError(f"{p} and {root} are not on the same filesystem")
+    if is_remote(p):
+        return posixpath.relpath("/" + p.path.strip("/"), "/" + root.path.strip("/"))
+    return os.path.relpath(p, root).replace(os.sep, "/")
+
+
+def remove_tree(p) -> None:
+    p = _loc(p)
+    if is_remote(p):
+        if p.fs.exists(p.path):
+            p.fs.rm(p.path, recursive=True)
+    else:
+        shutil.rmtree(p)
+
+
+def signature(p) -> tuple | None:
+    """What changes when the file is replaced: (size, mtime) locally, (size, ETag or mtime) on a
+    store; None when it is not there."""
+    p = _loc(p)
+    try:
+        if is_remote(p):
+            info = p.fs.info(p.path)
+            return (info.get("size"), str(info.get("ETag") or info.get("mtime") or info.get("LastModified")))
+        st = os.stat(p)
+        return (st.st_size, st.st_mtime_ns)
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def local_copy(p) -> Iterator[str]:
+    """A local file path for `p`: itself when local, else a copy in a temp folder deleted afterwards
+    (decoders seek all over a video: one download beats many ranged reads)."""
+    p = _loc(p)
+    if not is_remote(p):
+        yield os.fspath(p)
+        return
+    with tempfile.TemporaryDirectory(prefix="mesodata-") as d:
+        local = os.path.join(d, p.name or "video")
+        p.fs.get_file(p.path, local)
+        yield local
+
+
+def display(p) -> str:
+    return str(_loc(p))

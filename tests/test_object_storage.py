@@ -1,0 +1,208 @@
+"""The whole job with the videos and the work dir on a real S3-compatible server (moto's server
+mode, started by these tests on loopback) gives the same bytes as a local build, resumes, and
+keeps one build per work dir."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline import atomic, storage
+from pipeline.errors import UserError
+from pipeline.runner import Lock, Work
+
+BUILD = ["--sources", "celebdf,dfdc,ff++", "--frames", "4", "--verify", "none", "--workers", "2"]
+SPLIT = ["--seed", "0", "--shard-size", "1MB", "--workers", "2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on loopback, the environment pointing every client (and worker) at it,
+    and an s3fs filesystem on it with the sample uploaded to s3://data/sample."""
+    import s3fs
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto server did not start (see {log.name})")
+            time.sleep(0.3)
+    env = {"AWS_ACCESS_KEY_ID": "mesodata", "AWS_SECRET_ACCESS_KEY": "mesodata",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = s3fs.S3FileSystem()
+        fs.mkdir("data")
+        fs.mkdir("work")
+        yield fs
+    server.kill()
+    server.wait()
+    log.close()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def s3_sample(s3, sample_root) -> str:
+    s3.put(str(sample_root), "data/sample", recursive=True)
+    assert s3.find("data/sample")  # the sample is on the server
+    return "s3://data/sample"
+
+
+def mesodata(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The real CLI in a new process (the environment carries the server's address)."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mesodata {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def digests(files: dict[str, bytes]) -> dict[str, str]:
+    """Content hash of every artifact (Parquet parts included), by path relative to the work dir.
+
+    Internal records (.state/, .parts/, _fingerprint markers) and PNGs are left out, and stage
+    fingerprints quoted in JSON and READMEs are masked: they hash the manifest's parameters, which
+    name the data root, so they differ between two places by design while no byte of data may."""
+    fps = [json.loads(data)["fingerprint"] for rel, data in files.items() if rel.startswith(".state/")]
+    out = {}
+    for rel, data in sorted(files.items()):
+        name = rel.rsplit("/", 1)[-1]
+        if rel.startswith((".state/", ".parts/")) or name.startswith((".", "_fingerprint")) or name.endswith(".png"):
+            continue
+        if not name.endswith(".parquet"):
+            for fp in fps:
+                data = data.replace(fp.encode(), b"FP").replace(fp[:16].encode(), b"FP")
+        out[rel] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def local_digests(work: Path) -> dict[str, str]:
+    return digests({p.relative_to(work).as_posix(): p.read_bytes() for p in work.rglob("*") if p.is_file()})
+
+
+def s3_digests(fs, prefix: str) -> dict[str, str]:
+    return digests({key[len(prefix) + 1:]: fs.cat_file(key) for key in fs.find(prefix)})
+
+
+@pytest.fixture(scope="module")
+def local_job(sample_root, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("local-job")
+    mesodata("build", *BUILD, "--data-root", str(sample_root), "--work", str(work))
+    mesodata("split", *SPLIT, "--work", str(work))
+    return work
+
+
+@pytest.fixture(scope="module")
+def s3_job(s3, s3_sample, local_job) -> str:
+    """The same job with the videos and the work dir on the server, every unit on a Dask cluster
+    whose workers read the videos from and write their parts to the server themselves."""
+    work = "s3://work/job"
+    mesodata("build", *BUILD, "--backend", "dask", "--data-root", s3_sample, "--work", work)
+    mesodata("split", *SPLIT, "--backend", "dask", "--work", work)
+    return work
+
+
+def test_store_build_gives_the_local_bytes(s3, s3_job, local_job):
+    local, remote = local_digests(local_job), s3_digests(s3, "work/job")
+    for artifact in ("manifest.parquet", "faces/_index.json", "dedupe.parquet", "split.parquet",
+                     "shards/train/part-00000.parquet", "shards/dataset_info.json"):
+        assert artifact in local
+    assert sum(k.startswith("faces/") for k in local) > 30
+    assert remote == local
+    assert not [k for k in s3.find("work/job") if k.endswith(".tmp")]  # no half-written object left
+    assert not s3.exists("work/job/.lock")  # released at the end
+
+
+def test_store_build_resumes_only_what_is_missing(s3, s3_job, sample_root):
+    before = s3_digests(s3, "work/job")
+    faces = sorted(k for k in s3.find("work/job/faces") if k.endswith(".parquet"))
+    s3.rm([faces[3], "work/job/shards/train/part-00001.parquet"])
+    mesodata("build", *BUILD, "--data-root", "s3://data/sample", "--work", s3_job)
+    assert _counts(s3, "faces")["computed"] == 1 and _counts(s3, "faces")["resumed"] == len(faces) - 1
+    mesodata("split", *SPLIT, "--work", s3_job)
+    assert _counts(s3, "shards")["computed"] == 1
+    assert s3_digests(s3, "work/job") == before
+    verify = mesodata("verify", "--work", s3_job)
+    assert "bad" not in verify.stdout and "verified" in verify.stdout
+
+
+def _counts(fs, stage: str) -> dict:
+    return json.loads(fs.cat_file(f"work/job/.state/{stage}.json"))["counts"]
+
+
+def test_status_and_verify_read_the_store(s3, s3_job):
+    status = mesodata("status", "--work", s3_job)
+    assert all(f"{stage}" in status.stdout for stage in ("manifest", "faces", "dedupe", "split", "shards"))
+    assert "stale" not in status.stdout and "missing" not in status.stdout
+    key = next(k for k in s3.find("work/job/faces") if k.endswith(".parquet"))
+    good = s3.cat_file(key)
+    s3.pipe_file(key, good[:-9] + bytes([good[-9] ^ 1]) + good[-8:])  # one flipped byte
+    try:
+        bad = mesodata("verify", "--work", s3_job, check=False)
+        assert bad.returncode == 1 and key.rsplit("/", 1)[-1] in bad.stdout
+    finally:
+        s3.pipe_file(key, good)
+
+
+def test_a_failed_write_leaves_no_object(s3):
+    target = storage.location("s3://work/atomic/part.parquet")
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("killed mid-write")
+    assert not s3.exists("work/atomic/part.parquet")
+    atomic.write_parquet(target, pa.table({"x": [1, 2, 3]}))
+    assert storage.read_table(target).column("x").to_pylist() == [1, 2, 3]
+
+
+def test_one_build_per_store_work_dir(s3):
+    work = Work("s3://work/locked")
+    with Lock(work):
+        assert s3.exists("work/locked/.lock")
+        with pytest.raises(UserError, match="in use"):  # a second build on this host
+            Lock(work).__enter__()
+    assert not s3.exists("work/locked/.lock")
+    s3.pipe_file("work/locked/.lock", b'{"pid": 1, "host": "elsewhere"}')  # a build on another machine
+    with pytest.raises(UserError, match="locked by a build on elsewhere"):
+        Lock(work).__enter__()
+    assert s3.cat_file("work/locked/.lock") == b'{"pid": 1, "host": "elsewhere"}'  # left alone
+    s3.pipe_file("work/locked/.lock", f'{{"pid": 1, "host": "{socket.gethostname()}"}}'.encode())
+    with Lock(work):  # a killed build of this host: taken over
+        assert str(os.getpid()).encode() in s3.cat_file("work/locked/.lock")
+    assert not s3.exists("work/locked/.lock")
+
+
+def test_locations():
+    assert storage.location("file:///tmp/w") == Path("/tmp/w")
+    assert storage.location("relative/dir") == Path("relative/dir")
+    loc = storage.location("s3://bucket/prefix")
+    assert storage.is_remote(loc) and loc.path == "bucket/prefix"
+    assert storage.relative(loc / "faces" / "a.parquet", loc) == "faces/a.parquet"
+    assert storage.join(loc / "FaceForensics++", "../DFDC/x.mp4").path == "bucket/prefix/DFDC/x.mp4"
