@@ -20,8 +20,8 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 @click.command("train-detector")
-@click.option("--work", "work", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Work dir holding shards/<split>/part-*.parquet (from `mesodata split`).")
+@click.option("--work", "work", required=True, metavar="PATH",
+              help="Local work dir holding shards/<split>/part-*.parquet (from `mesodata split`).")
 @click.option("--run", default="default", show_default=True,
               help="Run name; outputs go to WORK/detector/<run>/.")
 @click.option("--models", default="meso4,mesoinception4,mesoinception4+svm", show_default=True,
@@ -43,7 +43,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPU data parallelism: N single-thread training processes sharing each batch "
                    "(about 1.3x faster end to end with 2 on a 2-core machine).")
-def train_detector(work: Path, run: str, models: str, epochs: int, batch_size: int, seed: int,
+def train_detector(work: str, run: str, models: str, epochs: int, batch_size: int, seed: int,
                    device: str, svm_features: str, train_sources: str | None,
                    test_sources: str | None, workers: int, processes: int) -> None:
     """Train Meso-4 and MesoInception-4 as in the paper, fit the RBF-SVM head, pick everything on
@@ -51,6 +51,10 @@ def train_detector(work: Path, run: str, models: str, epochs: int, batch_size: i
     from .run import parse_models, train_and_evaluate
     from .train import TrainConfig
 
+    if "://" in work and not work.startswith("file://"):
+        raise UserError(f"train-detector reads its shards from a local work dir, not {work}: copy "
+                        "WORK/shards/ to a local folder first (e.g. `aws s3 sync URL/shards DIR/shards`)")
+    work = Path(work.removeprefix("file://"))
     if not work.is_dir():
         raise UserError(f"no work dir at {work}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, workers=workers,

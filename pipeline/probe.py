@@ -48,7 +48,8 @@ def _probe_remote(loc) -> dict:
         return {**_EMPTY, "status": "unreadable", "error": str(exc)}
     if meta.get("type") != "file":
         return {**_EMPTY, "status": "unreadable", "error": "not a regular file (folder)"}
-    with loc.fs.open(loc.path, "rb") as f:  # the header and first frame only, not the whole video
+    # the header and the first frame only, in small ranged reads (a default block can be 50 MB)
+    with loc.fs.open(loc.path, "rb", block_size=1 << 20) as f:
         return _probe_container(f, {**_EMPTY, "size_bytes": meta.get("size")})
 
 

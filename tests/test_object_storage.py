@@ -10,8 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,51 +19,20 @@ from pipeline import atomic, storage
 from pipeline.errors import UserError
 from pipeline.runner import Lock, Work
 
+from .s3server import moto_server, s3_environment
+
 BUILD = ["--sources", "celebdf,dfdc,ff++", "--frames", "4", "--verify", "none", "--workers", "2"]
 SPLIT = ["--seed", "0", "--shard-size", "1MB", "--workers", "2"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3():
     """A moto S3 server on loopback, the environment pointing every client (and worker) at it,
-    and an s3fs filesystem on it with the sample uploaded to s3://data/sample."""
-    import s3fs
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                raise RuntimeError(f"moto server did not start (see {log.name})")
-            time.sleep(0.3)
-    env = {"AWS_ACCESS_KEY_ID": "mesodata", "AWS_SECRET_ACCESS_KEY": "mesodata",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        s3fs.S3FileSystem.clear_instance_cache()
-        fs = s3fs.S3FileSystem()
+    and an s3fs filesystem on it with buckets `data` and `work`."""
+    with moto_server() as env, s3_environment(env) as fs:
         fs.mkdir("data")
         fs.mkdir("work")
         yield fs
-    server.kill()
-    server.wait()
-    log.close()
-    s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +173,13 @@ def test_locations():
     assert storage.is_remote(loc) and loc.path == "bucket/prefix"
     assert storage.relative(loc / "faces" / "a.parquet", loc) == "faces/a.parquet"
     assert storage.join(loc / "FaceForensics++", "../DFDC/x.mp4").path == "bucket/prefix/DFDC/x.mp4"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train-detector", "--work", "s3://work/job"], "reads its shards from a local work dir"),
+    (["build", "--fetch", "--data-root", "s3://data/x", "--work", "w"], "--fetch downloads to a local"),
+])
+def test_commands_that_need_local_folders_say_so(args, message):
+    proc = mesodata(*args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and message in proc.stderr
