@@ -97,6 +97,14 @@ def relative(p, root) -> str:
     return os.path.relpath(p, root).replace(os.sep, "/")
 
 
+def list_once(root) -> None:
+    """On a store, list everything under `root` in one paginated request: fsspec keeps the listing,
+    so the existence and size checks of every video that follow cost no request each."""
+    root = _loc(root)
+    if is_remote(root):
+        root.fs.find(root.path)
+
+
 def remove_tree(p) -> None:
     p = _loc(p)
     if is_remote(p):
