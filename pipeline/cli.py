@@ -80,7 +80,8 @@ def cli(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
-    for noisy in ("faiss.loader", "distributed"):  # libraries that log their start-up at INFO
+    # libraries that log their start-up (or, for the S3 clients, where credentials came from) at INFO
+    for noisy in ("faiss.loader", "distributed", "botocore", "aiobotocore", "s3fs"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 

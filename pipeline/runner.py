@@ -70,6 +70,7 @@ class Work:
 
     def __init__(self, root: str | os.PathLike):
         self.root = storage.location(root, changing=True)
+        storage.check_store(self.root, "work dir")
         self._parts: dict[str, Path] = {}  # stage name -> its parts folder in this run
 
     def path(self, *parts: str) -> Path:

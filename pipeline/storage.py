@@ -21,6 +21,8 @@ from typing import Any, Iterator, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import UserError
+
 Location = Union[Path, Any]  # Path, or upath.UPath for a URL
 _LOCAL_PROTOCOLS = ("file", "local")
 
@@ -42,6 +44,23 @@ def location(where: str | os.PathLike, *, changing: bool = False) -> Location:
     from upath import UPath
 
     return UPath(text, **({"use_listings_cache": False} if changing else {}))
+
+
+def check_store(p, what: str) -> None:
+    """One clear line, instead of a traceback from deep in a client library, when the store of a
+    URL cannot be used: no such bucket, no access, no endpoint. Nothing for a local path."""
+    p = _loc(p)
+    if not is_remote(p):
+        return
+    bucket = p.path.strip("/").split("/", 1)[0]
+    try:
+        p.fs.info(bucket)
+    except FileNotFoundError:
+        raise UserError(f"{what} {p}: the store has no bucket {bucket!r}") from None
+    except PermissionError as exc:
+        raise UserError(f"{what} {p}: access denied ({exc}); check the credentials in the environment") from None
+    except Exception as exc:  # noqa: BLE001 - each client library raises its own kinds
+        raise UserError(f"{what} {p}: cannot reach the store ({type(exc).__name__}: {exc})") from None
 
 
 def is_remote(p: Any) -> bool:

@@ -183,3 +183,17 @@ def test_commands_that_need_local_folders_say_so(args, message):
     proc = mesodata(*args, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and message in proc.stderr
+
+
+def test_an_unusable_store_is_one_line(s3, sample_root, tmp_path):
+    for args, message in (
+        (["build", "--data-root", str(sample_root), "--work", "s3://no-such-bucket/w"],
+         "work dir s3://no-such-bucket/w: the store has no bucket 'no-such-bucket'"),
+        (["build", "--data-root", "s3://no-such-bucket/data", "--work", str(tmp_path / "w")],
+         "data root s3://no-such-bucket/data: the store has no bucket 'no-such-bucket'"),
+        (["split", "--work", "s3://work/never-built"], "does not exist: run `mesodata build"),
+    ):
+        proc = mesodata(*args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr

@@ -34,6 +34,7 @@ def source_roots(data_root, sources: list[str], overrides: dict[str, str]) -> di
     unknown = [s for s in [*sources, *overrides] if s not in ADAPTERS]
     if unknown:
         raise UserError(f"unknown source {unknown[0]!r}; choose from {', '.join(ADAPTERS)}")
+    storage.check_store(data_root, "data root")
     if not data_root.is_dir():
         raise UserError(f"data root {data_root} does not exist")
     roots = {}
