@@ -54,14 +54,14 @@ def mesodata(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def digests(files: dict[str, bytes]) -> dict[str, str]:
     """Content hash of every artifact (Parquet parts included), by path relative to the work dir.
 
-    Internal records (.state/, .parts/, _fingerprint markers) and PNGs are left out, and stage
+    Internal records (.state/, .parts/, _fingerprint markers) are left out, and stage
     fingerprints quoted in JSON and READMEs are masked: they hash the manifest's parameters, which
     name the data root, so they differ between two places by design while no byte of data may."""
     fps = [json.loads(data)["fingerprint"] for rel, data in files.items() if rel.startswith(".state/")]
     out = {}
     for rel, data in sorted(files.items()):
         name = rel.rsplit("/", 1)[-1]
-        if rel.startswith((".state/", ".parts/")) or name.startswith((".", "_fingerprint")) or name.endswith(".png"):
+        if rel.startswith((".state/", ".parts/")) or name.startswith((".", "_fingerprint")):
             continue
         if not name.endswith(".parquet"):
             for fp in fps:
@@ -99,7 +99,8 @@ def s3_job(s3, s3_sample, local_job) -> str:
 def test_store_build_gives_the_local_bytes(s3, s3_job, local_job):
     local, remote = local_digests(local_job), s3_digests(s3, "work/job")
     for artifact in ("manifest.parquet", "faces/_index.json", "dedupe.parquet", "split.parquet",
-                     "shards/train/part-00000.parquet", "shards/dataset_info.json"):
+                     "shards/train/part-00000.parquet", "shards/dataset_info.json",
+                     "reports/faces-ff++.png"):
         assert artifact in local
     assert sum(k.startswith("faces/") for k in local) > 30
     assert remote == local
