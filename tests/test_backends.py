@@ -29,7 +29,7 @@ def digests(work: Path) -> dict[str, str]:
     out = {}
     for p in sorted(work.rglob("*")):
         rel = p.relative_to(work).as_posix()
-        if p.is_file() and not rel.startswith(".state/") and not p.name.startswith(".") and p.suffix != ".png":
+        if p.is_file() and not rel.startswith(".state/") and not p.name.startswith("."):
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
