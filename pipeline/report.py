@@ -14,6 +14,14 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(out)
 
 
+def print_first(lines: Sequence[str], limit: int, indent: str = "    ", where: str = "") -> None:
+    """The first `limit` lines, then how many more there are (and `where` they all are)."""
+    for line in lines[:limit]:
+        print(f"{indent}{line}")
+    if len(lines) > limit:
+        print(f"{indent}... and {len(lines) - limit} more{f' ({where})' if where else ''}")
+
+
 def print_table(title: str, rows: Sequence[dict], columns: Sequence[str]) -> None:
     print(f"\n{title}")
     print(format_table(rows, columns))

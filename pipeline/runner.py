@@ -52,10 +52,6 @@ class Unit:
     payload: Any
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    return storage.sha256(path, chunk)
-
-
 def part_name(key: str) -> str:
     """A file-system-safe, collision-free file name for a unit key."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[-80:]
@@ -79,6 +75,13 @@ class Work:
     @property
     def remote(self) -> bool:
         return storage.is_remote(self.root)
+
+    def read_table(self, rel: str, columns: list[str] | None = None, *, missing: str) -> pa.Table:
+        """An artifact's table; UserError(`missing`) when its stage has not written it."""
+        path = self.path(rel)
+        if not path.exists():
+            raise UserError(missing)
+        return storage.read_table(path, columns=columns)
 
     # --- stage state -------------------------------------------------------------------
     def state(self, name: str) -> dict | None:

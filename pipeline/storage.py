@@ -159,7 +159,3 @@ def local_copy(p) -> Iterator[str]:
         local = os.path.join(d, p.name or "video")
         p.fs.get_file(p.path, local)
         yield local
-
-
-def display(p) -> str:
-    return str(_loc(p))

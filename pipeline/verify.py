@@ -10,7 +10,7 @@ import pyarrow as pa
 from . import schema, storage
 from .errors import UserError
 from .report import print_table
-from .runner import STATE_DIR, Work, sha256_file
+from .runner import STATE_DIR, Work
 
 
 def check_file(work: Work, rel: str, recorded: dict) -> str | None:
@@ -21,7 +21,7 @@ def check_file(work: Work, rel: str, recorded: dict) -> str | None:
     size = storage.size(path)
     if size != recorded["bytes"]:
         return f"size {size} bytes, recorded {recorded['bytes']}"
-    if sha256_file(path) != recorded["sha256"]:
+    if storage.sha256(path) != recorded["sha256"]:
         return "content hash differs from the one recorded"
     if path.suffix == ".parquet":
         try:

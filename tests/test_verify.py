@@ -56,7 +56,7 @@ def test_schema_drift_is_caught(built):
     """A file rewritten with another schema but a matching record is still refused."""
     import json
 
-    from pipeline.runner import sha256_file
+    from pipeline.storage import sha256 as sha256_file
 
     path = built.path("manifest.parquet")
     table = pq.read_table(path)

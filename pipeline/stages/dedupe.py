@@ -295,10 +295,8 @@ def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=No
 
 
 def read(work: Work, columns: list[str] | None = None) -> pa.Table:
-    path = work.path(OUTPUT)
-    if not path.exists():
-        raise UserError(f"no {OUTPUT} in {work.root}: run `mesodata build` first (stage 'dedupe' is missing)")
-    return storage.read_table(path, columns=columns)
+    return work.read_table(OUTPUT, columns, missing=f"no {OUTPUT} in {work.root}: run `mesodata build` first "
+                           "(stage 'dedupe' is missing)")
 
 
 # --- report -------------------------------------------------------------------------------------

@@ -123,10 +123,9 @@ def _parts_fingerprint(p: dict) -> str:
     """What a video's rows depend on: this code's version and the extraction parameters (the
     cascade by content). The manifest is not in it: a changed or new video only changes its own
     unit key, so adding videos never redoes the others."""
-    from ..runner import sha256_file
 
     keep = {k: v for k, v in p.items() if k not in _REPORT_ONLY}
-    keep["cascade_sha256"] = sha256_file(resolve_cascade(str(p["cascade"])))
+    keep["cascade_sha256"] = storage.sha256(resolve_cascade(str(p["cascade"])))
     blob = json.dumps({"stage": NAME, "version": VERSION, "params": keep}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -374,7 +373,7 @@ def build_report(per_video: list[dict], p: dict) -> dict:
 
 
 def print_report(report: dict, limit: int = 15) -> None:
-    from ..report import print_table
+    from ..report import print_first, print_table
 
     cols = ["source", "videos", "sampled", *STATUSES, "yield"]
     print_table("Faces: face yield per source (frames with a face / frames sampled)",
@@ -382,10 +381,7 @@ def print_report(report: dict, limit: int = 15) -> None:
     low = report["below_min_yield"]
     if low:
         print(f"  {len(low)} video(s) below the minimum yield {report['min_yield']:g} (all in {REPORT}):")
-        for v in low[:limit]:
-            print(f"    {v['yield']:.2f}  {v['video_id']}: {v['reason'] or 'no face found'}")
-        if len(low) > limit:
-            print(f"    ... and {len(low) - limit} more")
+        print_first([f"{v['yield']:.2f}  {v['video_id']}: {v['reason'] or 'no face found'}" for v in low], limit)
     for s in report.get("contact_sheets", []):
         print(f"  contact sheet: {s}")
 

@@ -132,7 +132,7 @@ def build_report(table: pa.Table, listings: dict) -> dict:
 
 
 def print_report(report: dict, limit: int = 15) -> None:
-    from ..report import print_table
+    from ..report import print_first, print_table
 
     print_table("Manifest: videos per source / method / label / status", report["table"],
                 ["source", "method", "label", "status", "videos"])
@@ -146,14 +146,8 @@ def print_report(report: dict, limit: int = 15) -> None:
     problems = report["problems"]
     if problems:
         print(f"  {len(problems)} problem(s) (all in reports/manifest.json):")
-        for p in problems[:limit]:
-            print(f"    {p['status']:<10} {p['path']}: {p['error']}")
-        if len(problems) > limit:
-            print(f"    ... and {len(problems) - limit} more")
+        print_first([f"{p['status']:<10} {p['path']}: {p['error']}" for p in problems], limit)
 
 
 def read(work: Work) -> pa.Table:
-    path = work.path(OUTPUT)
-    if not path.exists():
-        raise UserError(f"no manifest in {work.root}: run `mesodata build` first")
-    return storage.read_table(path)
+    return work.read_table(OUTPUT, missing=f"no manifest in {work.root}: run `mesodata build` first")

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import atomic, schema, storage
+from .. import atomic, schema
 from ..errors import UserError
 from ..runner import Stage, Work
 from ..sources.base import UnionFind
@@ -320,7 +320,7 @@ def audit(man: pd.DataFrame, dd: pd.DataFrame, p: dict, joins: list[dict], notes
 
 
 def print_report(report: dict, limit: int = 10) -> None:
-    from ..report import print_table
+    from ..report import print_first, print_table
 
     p = report["params"]
     cols = ["forged_videos", "real_videos", "total_videos", "forged_frames", "real_frames", "total_frames"]
@@ -336,11 +336,9 @@ def print_report(report: dict, limit: int = 10) -> None:
           f"({au['manifest_groups_crossing']} manifest group(s)), {au['duplicate_clusters_crossing']} "
           f"duplicate cluster(s) crossing splits; {report['duplicate_join_count']} duplicate cluster(s) "
           f"joined manifest groups")
-    for leak in report["leaks"]["groups"][:limit]:
-        print(f"  leak: group {leak['group']} in {', '.join(leak['splits'])}: "
-              + "; ".join(f"{s}: {', '.join(v[:3])}" for s, v in leak["videos"].items()))
-    if len(report["leaks"]["groups"]) > limit:
-        print(f"  ... and {len(report['leaks']['groups']) - limit} more (reports/split.json)")
+    print_first([f"leak: group {leak['group']} in {', '.join(leak['splits'])}: "
+                 + "; ".join(f"{s}: {', '.join(v[:3])}" for s, v in leak["videos"].items())
+                 for leak in report["leaks"]["groups"]], limit, indent="  ", where="reports/split.json")
     if report["unassigned"]:
         print(f"  {report['unassigned']} video(s) without a split: "
               + ", ".join(f"{k} {v}" for k, v in report["unassigned_reasons"].items()))
@@ -349,7 +347,4 @@ def print_report(report: dict, limit: int = 10) -> None:
 
 
 def read(work: Work) -> pa.Table:
-    path = work.path(OUTPUT)
-    if not path.exists():
-        raise UserError(f"no {OUTPUT} in {work.root}: run `mesodata split` first")
-    return storage.read_table(path)
+    return work.read_table(OUTPUT, missing=f"no {OUTPUT} in {work.root}: run `mesodata split` first")
