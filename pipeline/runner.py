@@ -269,11 +269,11 @@ class Lock:
         return owner if isinstance(owner, dict) else None
 
 
-def _local_lock_file(url) -> Path:
+def _local_lock_file(root) -> Path:
     """The local file whose flock stands for a store's work dir among this host's processes."""
     folder = Path(tempfile.gettempdir(), "mesodata-locks")
     folder.mkdir(exist_ok=True)
-    return folder / f"{hashlib.sha1(str(url).encode()).hexdigest()[:16]}.lock"
+    return folder / f"{hashlib.sha1(storage.identity(root).encode()).hexdigest()[:16]}.lock"
 
 
 # --- executing units ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import posixpath
 import shutil
@@ -61,6 +62,18 @@ def check_store(p, what: str) -> None:
         raise UserError(f"{what} {p}: access denied ({exc}); check the credentials in the environment") from None
     except Exception as exc:  # noqa: BLE001 - each client library raises its own kinds
         raise UserError(f"{what} {p}: cannot reach the store ({type(exc).__name__}: {exc})") from None
+
+
+def identity(p) -> str:
+    """What names `p`'s store and place, for a key: the URL alone is not enough, as one bucket name
+    can exist on two endpoints (AWS and a MinIO, or two test servers)."""
+    p = _loc(p)
+    if not is_remote(p):
+        return str(p.absolute())
+    client = getattr(p.fs, "s3", None)  # s3fs, once connected: the endpoint it resolved (maybe from the environment)
+    endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "")
+    options = json.dumps(p.fs.storage_options, sort_keys=True, default=str)
+    return f"{type(p.fs).__name__}|{options}|{endpoint}|{p}"
 
 
 def is_remote(p: Any) -> bool:

@@ -87,13 +87,31 @@ def local_job(sample_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def s3_job(s3, s3_sample, local_job) -> str:
-    """The same job with the videos and the work dir on the server, every unit on a Dask cluster
-    whose workers read the videos from and write their parts to the server themselves."""
-    work = "s3://work/job"
-    mesodata("build", *BUILD, "--backend", "dask", "--data-root", s3_sample, "--work", work)
-    mesodata("split", *SPLIT, "--backend", "dask", "--work", work)
+def dask_cluster(s3):
+    """An existing Dask cluster (started after the server's environment is set, so its workers
+    inherit it), for `--scheduler ADDRESS`; yields a client on it."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def s3_job(s3, s3_sample, local_job, dask_cluster) -> str:
+    """The same job with the videos and the work dir on the server, every unit on an existing Dask
+    cluster whose workers read the videos from and write their parts to the server themselves."""
+    work, address = "s3://work/job", dask_cluster.scheduler.address
+    mesodata("build", *BUILD, "--backend", "dask", "--scheduler", address, "--data-root", s3_sample,
+             "--work", work)
+    mesodata("split", *SPLIT, "--backend", "dask", "--scheduler", address, "--work", work)
     return work
+
+
+def test_units_ran_on_the_existing_cluster(s3_job, dask_cluster):
+    executed = dask_cluster.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert len(executed) == 2 and all(n > 0 for n in executed.values())  # both workers took units
+    assert sum(executed.values()) > 40  # manifest chunks, faces videos, dedupe chunks, shards
 
 
 def test_store_build_gives_the_local_bytes(s3, s3_job, local_job):
@@ -165,6 +183,16 @@ def test_one_build_per_store_work_dir(s3):
     with Lock(work):  # a killed build of this host: taken over
         assert str(os.getpid()).encode() in s3.cat_file("work/locked/.lock")
     assert not s3.exists("work/locked/.lock")
+
+
+def test_one_url_on_two_stores_is_two_work_dirs(s3):
+    with Lock(Work("s3://work/shared-name")):
+        with moto_server() as env, s3_environment(env) as other:  # a second store, same bucket name
+            other.mkdir("work")
+            with Lock(Work("s3://work/shared-name")):
+                assert other.exists("work/shared-name/.lock")
+        assert s3.exists("work/shared-name/.lock")
+    assert not s3.exists("work/shared-name/.lock")
 
 
 def test_locations():
