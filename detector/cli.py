@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import UserError
+from mesodata.pipeline.errors import UserError
 
 __all__ = ["train_detector", "predict", "export"]
 

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.errors import UserError
+from mesodata.pipeline.errors import UserError
 
 __all__ = ["ShardDataset", "RowFilter", "shard_files", "decode_image", "to_tensor", "META_COLUMNS"]
 

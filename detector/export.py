@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.atomic import write_bytes
-from pipeline.errors import UserError
+from mesodata.pipeline.atomic import write_bytes
+from mesodata.pipeline.errors import UserError
 
 from .infer import load_weights
 from .models import INPUT_SIZE, MODEL_NAMES, MesoNet
@@ -63,7 +63,7 @@ MesoInception-4 + SVM is two steps (the SVM is a scikit-learn pipeline saved wit
 
 ```python
 import onnxruntime as ort
-from detector.svm import load_svm
+from mesodata.detector.svm import load_svm
 sess = ort.InferenceSession("mesoinception4.onnx")
 feats = sess.run(["{features}"], {{"image": batch}})[0]
 decision = load_svm("svm.skops").decision_function(feats)   # > 0 means fake

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.errors import UserError
+from mesodata.pipeline.errors import UserError
 
 from .models import MODEL_NAMES, MesoNet, create_model
 
@@ -86,7 +86,7 @@ def score_loader(model: MesoNet, batches: Iterable[dict], device: torch.device,
 
 def save_weights(model: MesoNet, arch: str, path: str | Path) -> None:
     """A plain dict of tensors and strings (no pickled objects), written atomically."""
-    from pipeline.atomic import atomic_path
+    from mesodata.pipeline.atomic import atomic_path
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:

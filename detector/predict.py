@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline.errors import UserError
+from mesodata.pipeline.errors import UserError
 
 from .data import decode_image, to_tensor
 from .infer import load_weights
@@ -43,7 +43,7 @@ def find_videos(path: str | Path) -> list[Path]:
 def extract_faces(video_path: str | Path, params: dict) -> pa.Table:
     """Sampled frames of one video with their 256x256 face crops: the pipeline's faces stage
     (same sampling, Viola-Jones crop and verification as the benchmark's shards)."""
-    from pipeline.stages.faces import extract_faces as pipeline_extract
+    from mesodata.pipeline.stages.faces import extract_faces as pipeline_extract
 
     return pipeline_extract(str(video_path), params)
 

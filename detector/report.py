@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.atomic import atomic_path, write_bytes  # noqa: E402
+from mesodata.pipeline.atomic import atomic_path, write_bytes  # noqa: E402
 
 __all__ = ["comparison_rows", "comparison_table", "write_report", "DISPLAY_NAMES"]
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.atomic import write_json
-from pipeline.errors import UserError
+from mesodata.pipeline.atomic import write_json
+from mesodata.pipeline.errors import UserError
 
 from . import evaluate, report
 from .data import RowFilter, ShardDataset, require_shards, shard_files

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from pipeline.errors import UserError
+from mesodata.pipeline.errors import UserError
 
 __all__ = ["SvmFit", "fit_svm_head", "stratified_subsample", "save_svm", "load_svm",
            "svm_scores", "DEFAULT_GRID", "MAX_TRAIN", "TRUSTED_TYPES"]
@@ -94,7 +94,7 @@ def save_svm(pipeline: Pipeline, path: str | Path) -> None:
     """Write the pipeline with skops (no pickle), atomically."""
     import skops.io as sio
 
-    from pipeline.atomic import write_bytes
+    from mesodata.pipeline.atomic import write_bytes
 
     write_bytes(path, sio.dumps(pipeline))
 

@@ -43,9 +43,9 @@ def default_workers() -> int:
 def stage_module(name: str):
     """A stage's module, or None while that stage has not landed."""
     try:
-        return importlib.import_module(f"pipeline.stages.{name}")
+        return importlib.import_module(f"mesodata.pipeline.stages.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name == f"pipeline.stages.{name}":
+        if exc.name == f"mesodata.pipeline.stages.{name}":
             return None
         raise
 

@@ -16,16 +16,16 @@ from .errors import UserError
 
 # verb -> "module:attribute" of its click command
 COMMANDS = {
-    "fetch": "pipeline.fetch_cli:fetch",
-    "build": "pipeline.build:build",
-    "status": "pipeline.build:status",
-    "split": "pipeline.split_cli:split",
-    "verify": "pipeline.verify:verify",
-    "sample": "pipeline.sample:sample",
-    "demo": "pipeline.demo:demo",
-    "train-detector": "detector.cli:train_detector",
-    "predict": "detector.cli:predict",
-    "export": "detector.cli:export",
+    "fetch": "mesodata.pipeline.fetch_cli:fetch",
+    "build": "mesodata.pipeline.build:build",
+    "status": "mesodata.pipeline.build:status",
+    "split": "mesodata.pipeline.split_cli:split",
+    "verify": "mesodata.pipeline.verify:verify",
+    "sample": "mesodata.pipeline.sample:sample",
+    "demo": "mesodata.pipeline.demo:demo",
+    "train-detector": "mesodata.detector.cli:train_detector",
+    "predict": "mesodata.detector.cli:predict",
+    "export": "mesodata.detector.cli:export",
 }
 
 SUMMARIES = {

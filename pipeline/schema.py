@@ -41,7 +41,7 @@ def parse_type(text: str) -> pa.DataType:
 @functools.cache
 def load(name: str) -> pa.Schema:
     """The Arrow schema of artifact `name` (file `schemas/<name>.yaml`)."""
-    spec = yaml.safe_load(importlib.resources.files("schemas").joinpath(f"{name}.yaml").read_text())
+    spec = yaml.safe_load(importlib.resources.files("mesodata.schemas").joinpath(f"{name}.yaml").read_text())
     fields = [
         pa.field(f["name"], parse_type(f["type"]), nullable=f.get("nullable", True),
                  metadata={"doc": f.get("doc", "")})

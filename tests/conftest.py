@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sample import write_sample
+from mesodata.pipeline.sample import write_sample
 
 
 @pytest.fixture(scope="session")

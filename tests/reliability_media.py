@@ -15,13 +15,13 @@ import av
 import cv2
 import numpy as np
 
-from pipeline import footage
+from mesodata.pipeline import footage
 
 
 @functools.cache
 def face_frames(n: int = 6) -> tuple[np.ndarray, ...]:
     """Real talking-head frames (352x288 RGB) in which the pipeline finds a face."""
-    from pipeline.sample import Clip
+    from mesodata.pipeline.sample import Clip
 
     return tuple(Clip("carphone", 0).frames(n))
 

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import augment
-from pipeline.errors import UserError
-from pipeline.footage import astronaut, carphone_frames
+from mesodata.pipeline import augment
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.footage import astronaut, carphone_frames
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import run_build
-from pipeline.runner import DaskExecutor, LocalExecutor, Work
+from mesodata.pipeline.build import run_build
+from mesodata.pipeline.runner import DaskExecutor, LocalExecutor, Work
 
 FACES = {"frames": 4, "verify": "none"}
 SHARDS = {"shard_size": 1 << 20, "augment": "paper", "perturb_test": False, "seed": 0}
@@ -16,7 +16,7 @@ SHARDS = {"shard_size": 1 << 20, "augment": "paper", "perturb_test": False, "see
 
 def build_and_split(data: Path, work: Path, executor) -> None:
     """The whole job: build, split and shards, every unit on `executor`."""
-    from pipeline.stages import shards, split
+    from mesodata.pipeline.stages import shards, split
 
     w = Work(work)
     run_build(w, data, ["celebdf", "dfdc", "ff++"], faces_params=FACES, workers=2, executor=executor)

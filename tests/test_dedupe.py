@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from skimage import data as skdata
 
-from pipeline import footage, phash, schema
-from pipeline.errors import UserError
-from pipeline.runner import Work
-from pipeline.stages import dedupe
+from mesodata.pipeline import footage, phash, schema
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.runner import Work
+from mesodata.pipeline.stages import dedupe
 
 try:
     import test_dedupe_fixtures as F

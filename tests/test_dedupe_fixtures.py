@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import atomic, footage, schema
-from pipeline.runner import Stage, Work, part_name
+from mesodata.pipeline import atomic, footage, schema
+from mesodata.pipeline.runner import Stage, Work, part_name
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
@@ -128,7 +128,7 @@ def sample_work(sample_root: Path, dest: Path, every: int = 8) -> Path:
     (every `every`-th frame, Haar face, 256x256 PNG), built once per session. Read-only: copy it."""
     key = str(sample_root)
     if key not in _SAMPLE_WORK:
-        from pipeline.stages import manifest
+        from mesodata.pipeline.stages import manifest
 
         work = Work(dest)
         manifest.run(work, sample_root, ["celebdf", "dfdc", "ff++"], workers=1)
@@ -148,7 +148,7 @@ def sample_work(sample_root: Path, dest: Path, every: int = 8) -> Path:
 
 def deduped_copy(sample_root: Path, tmp_path_factory, name: str) -> Work:
     """A fresh copy of `sample_work` with the real dedupe stage run on it."""
-    from pipeline.stages import dedupe
+    from mesodata.pipeline.stages import dedupe
 
     src = sample_work(sample_root, tmp_path_factory.mktemp("sample_work") / "work")
     dst = tmp_path_factory.mktemp(name) / "work"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from detector.data import RowFilter, ShardDataset, decode_image, require_shards, shard_files
-from detector.samples import write_sample_shards
-from pipeline.errors import UserError
+from mesodata.detector.data import RowFilter, ShardDataset, decode_image, require_shards, shard_files
+from mesodata.detector.samples import write_sample_shards
+from mesodata.pipeline.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from detector.evaluate import binary_metrics, equal_error_rate, evaluate_frame, video_frame
+from mesodata.detector.evaluate import binary_metrics, equal_error_rate, evaluate_frame, video_frame
 
 
 def _brute_eer(y, s):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detector.models import MODEL_NAMES, count_parameters, create_model
+from mesodata.detector.models import MODEL_NAMES, count_parameters, create_model
 
 # The Keras models' trainable parameters (Afchar et al. 2018; BatchNorm gamma/beta included).
 EXPECTED = {"meso4": 27_977, "mesoinception4": 28_615}

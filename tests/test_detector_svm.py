@@ -11,10 +11,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
-from detector.run import parse_models, train_and_evaluate
-from detector.samples import write_sample_shards
-from detector.svm import fit_svm_head, load_svm, save_svm, stratified_subsample, svm_scores
-from pipeline.errors import UserError
+from mesodata.detector.run import parse_models, train_and_evaluate
+from mesodata.detector.samples import write_sample_shards
+from mesodata.detector.svm import fit_svm_head, load_svm, save_svm, stratified_subsample, svm_scores
+from mesodata.pipeline.errors import UserError
 
 
 def _features(n, seed):
@@ -88,7 +88,7 @@ def test_source_filters_that_match_nothing_are_user_errors(tmp_path):
 
 def test_cross_dataset_run_tests_only_on_the_held_out_source(tmp_path):
     """--train-sources srcA --test-sources srcB: the test metrics cover srcB's frames and nothing else."""
-    from detector.train import TrainConfig
+    from mesodata.detector.train import TrainConfig
 
     rows = write_sample_shards(tmp_path, videos={"train": 2, "val": 2, "test": 2}, frames=2, perturbed=())
     metrics = train_and_evaluate(tmp_path, "cross", ["meso4"], TrainConfig(epochs=1, workers=0),

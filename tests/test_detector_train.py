@@ -14,14 +14,14 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
-from detector.cli import export, predict, train_detector
-from detector.data import RowFilter, ShardDataset, shard_files
-from detector.infer import load_weights, save_weights
-from detector.models import create_model
-from detector.samples import astronaut_face_crop, write_sample_shards
-from detector.svm import load_svm
-from detector.train import bn_momentum_for, lr_step_iterations
-from pipeline.errors import UserError
+from mesodata.detector.cli import export, predict, train_detector
+from mesodata.detector.data import RowFilter, ShardDataset, shard_files
+from mesodata.detector.infer import load_weights, save_weights
+from mesodata.detector.models import create_model
+from mesodata.detector.samples import astronaut_face_crop, write_sample_shards
+from mesodata.detector.svm import load_svm
+from mesodata.detector.train import bn_momentum_for, lr_step_iterations
+from mesodata.pipeline.errors import UserError
 
 EPOCHS = 8
 
@@ -185,7 +185,7 @@ def test_schedule_rules():
 def test_data_parallel_training_matches_one_process(work):
     """Two single-thread processes (DDP over gloo) split each batch and average gradients: the same
     schedule, selection on val, and learning like the one-process run."""
-    from detector.train import TrainConfig, train_model
+    from mesodata.detector.train import TrainConfig, train_model
 
     train = ShardDataset(shard_files(work, "train"), RowFilter(split="train", augmentations=None))
     val = ShardDataset(shard_files(work, "val"), RowFilter(split="val"))

@@ -8,11 +8,11 @@ import dlib
 import numpy as np
 import pytest
 
-from pipeline import footage, schema
-from pipeline.detect import HaarDetector
-from pipeline.errors import UserError
-from pipeline.frames import plan_indices
-from pipeline.stages.faces import extract_faces, normalize_params
+from mesodata.pipeline import footage, schema
+from mesodata.pipeline.detect import HaarDetector
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.frames import plan_indices
+from mesodata.pipeline.stages.faces import extract_faces, normalize_params
 
 FPS = 25
 
@@ -163,7 +163,7 @@ def test_face_track_does_not_swap_to_a_bigger_face_for_one_frame(videos):
 
     with av.open(videos["two"]) as c:
         frame17 = [f for _, f in zip(range(18), c.decode(video=0))][17]
-    from pipeline.detect import luma
+    from mesodata.pipeline.detect import luma
 
     boxes = HaarDetector("haarcascade_frontalface_default.xml").detect(luma(frame17))
     assert boxes and boxes[0].center[0] > 352  # largest-face-per-frame would take the intruder
@@ -260,8 +260,8 @@ def test_opencv_without_haar_cascades_is_one_clear_error(monkeypatch):
     """OpenCV 5.0 dropped CascadeClassifier and the Haar files: say which build to install."""
     import cv2
 
-    from pipeline.errors import UserError
-    from pipeline.stages.faces import normalize_params
+    from mesodata.pipeline.errors import UserError
+    from mesodata.pipeline.stages.faces import normalize_params
 
     monkeypatch.delattr(cv2, "CascadeClassifier")
     with pytest.raises(UserError, match=r"has no Haar cascades .*opencv-python-headless>=4.10,<5"):

@@ -16,10 +16,10 @@ import cv2
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import schema
-from pipeline.frames import plan_indices
-from pipeline.runner import Work
-from pipeline.stages import faces, manifest
+from mesodata.pipeline import schema
+from mesodata.pipeline.frames import plan_indices
+from mesodata.pipeline.runner import Work
+from mesodata.pipeline.stages import faces, manifest
 
 MESODATA = str(Path(sys.executable).with_name("mesodata"))
 SOURCES = "celebdf,dfdc"

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from skimage import data as skdata
 
-from pipeline import cli as cli_module
-from pipeline.errors import UserError
-from pipeline.fetch import fetch, ff_plan, parse_ff_methods, read_manifest
+from mesodata.pipeline import cli as cli_module
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.fetch import fetch, ff_plan, parse_ff_methods, read_manifest
 
 try:
     from httpserver import HTML_PAGE, Faults, FileServer
@@ -465,7 +465,7 @@ def test_progress_bar_and_plain_lines(tmp_path: Path, capsys, caplog) -> None:
 
 def test_manifest_stage_reads_the_fetched_tree(tmp_path: Path, ff_files) -> None:
     """Cross-check with the FF++ source adapter: every fetched video becomes an ok row."""
-    ffpp = pytest.importorskip("pipeline.sources.ffpp")
+    ffpp = pytest.importorskip("mesodata.pipeline.sources.ffpp")
     root = tmp_path / "data"
     with FileServer(ff_files) as srv:
         _fetch(root, ff_server=srv.url, accept_terms=True, ff_methods=METHODS)

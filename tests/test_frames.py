@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline import footage
-from pipeline.frames import Deadline, FrameSampler, count_frames, plan_indices
+from mesodata.pipeline import footage
+from mesodata.pipeline.frames import Deadline, FrameSampler, count_frames, plan_indices
 
 BITS = 7
 W, H = 16 * BITS, 64

@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import footage
-from pipeline.errors import UserError
-from pipeline.runner import Work
-from pipeline.sources import celebdf, dfdc, ffpp
-from pipeline.stages import manifest
+from mesodata.pipeline import footage
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.runner import Work
+from mesodata.pipeline.sources import celebdf, dfdc, ffpp
+from mesodata.pipeline.stages import manifest
 
 SHARED_FF = Path(__file__).resolve().parents[2] / "shared/datasets/faceforensics"
 
@@ -203,7 +203,7 @@ def test_bad_metadata_is_one_clear_error(tmp_path, what, files, expected):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     source = {"DFDC": "dfdc", "Celeb-DF-v2": "celebdf", "FaceForensics++": "ff++"}[next(iter(files)).split("/")[0]]
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "build", "--sources", source,
+    proc = subprocess.run([sys.executable, "-m", "mesodata.pipeline.cli", "build", "--sources", source,
                            "--data-root", str(tmp_path), "--work", str(tmp_path / "w")],
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
@@ -227,7 +227,7 @@ def test_bad_options_are_one_clear_error(tmp_path, args, expected):
             base[args[i]] = args[i + 1]
         else:
             extra += args[i:i + 2]
-    cmd = [sys.executable, "-m", "pipeline.cli", "build", *sum(map(list, base.items()), []), *extra]
+    cmd = [sys.executable, "-m", "mesodata.pipeline.cli", "build", *sum(map(list, base.items()), []), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
@@ -259,7 +259,7 @@ def test_rerun_does_no_work_and_changes_recompute(tmp_path, capsys):
 
 
 def test_cli_rerun_says_so(sample_root, tmp_path):
-    cmd = [sys.executable, "-m", "pipeline.cli", "build", "--sources", "dfdc", "--data-root", str(sample_root),
+    cmd = [sys.executable, "-m", "mesodata.pipeline.cli", "build", "--sources", "dfdc", "--data-root", str(sample_root),
            "--work", str(tmp_path / "w")]
     first = subprocess.run(cmd, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline import atomic, storage
-from pipeline.errors import UserError
-from pipeline.runner import Lock, Work
+from mesodata.pipeline import atomic, storage
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.runner import Lock, Work
 
 from .s3server import moto_server, s3_environment
 
@@ -44,7 +44,7 @@ def s3_sample(s3, sample_root) -> str:
 
 def mesodata(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """The real CLI in a new process (the environment carries the server's address)."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mesodata.pipeline.cli", *args], capture_output=True, text=True,
                           timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"mesodata {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.runner import Work
+from mesodata.pipeline.runner import Work
 from tests import reliability_media as media
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,13 +32,13 @@ BIG_COPIES = 48  # hard links of one 1080p clip: enough manifest chunks and face
 
 # --- helpers ---------------------------------------------------------------------------------------
 def mesodata(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "mesodata.pipeline.cli", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def start(*args: str, stderr=None) -> subprocess.Popen:
     """A mesodata process in its own session, so its workers die with it (os.killpg)."""
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "mesodata.pipeline.cli", *map(str, args)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL,
                             start_new_session=True)
 
@@ -192,7 +192,7 @@ def test_stale_lock_two_takers_only_one_runs(data, tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (work / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
     args = build_args(data, work, "--sources", "dfdc", "--workers", "1")
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO,
+    procs = [subprocess.Popen([sys.executable, "-m", "mesodata.pipeline.cli", *map(str, args)], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = sorted((p.wait(timeout=300), p.stderr.read()) for p in procs)
     (ok, ok_err), (refused, refused_err) = results
@@ -342,7 +342,7 @@ def test_stalled_read_is_abandoned_at_the_decode_timeout(tmp_path):
     os.mkfifo(fifo)
     fd = media.write_partial_into(fifo, video, 0.5)
     try:
-        code = ("import json, sys; from pipeline.stages import faces; "
+        code = ("import json, sys; from mesodata.pipeline.stages import faces; "
                 "p = faces.normalize_params({'frames': 4, 'verify': 'none', 'decode_timeout': 2}); "
                 "rows = faces.extract_rows(sys.argv[1], 24, 25.0, p); "
                 "print(json.dumps([[r['status'], r['error']] for r in rows]))")
@@ -460,8 +460,8 @@ def test_nothing_the_tool_reads_is_unpickled():
 
 def test_a_pickled_object_in_a_weights_file_is_refused_and_never_runs(tmp_path):
     torch = pytest.importorskip("torch")
-    from detector.infer import load_weights
-    from pipeline.errors import UserError
+    from mesodata.detector.infer import load_weights
+    from mesodata.pipeline.errors import UserError
 
     marker = tmp_path / "pickled-code-ran"
 
@@ -480,8 +480,8 @@ def test_rotated_video_is_turned_upright(tmp_path):
     """A phone video stored sideways: the manifest gives its displayed size, the crop an upright face."""
     import av
 
-    from pipeline.probe import probe
-    from pipeline.stages.faces import extract_faces
+    from mesodata.pipeline.probe import probe
+    from mesodata.pipeline.stages.faces import extract_faces
 
     path = tmp_path / "phone.mp4"
     media.rotated_display_matrix(path)

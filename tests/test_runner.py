@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import atomic, schema
-from pipeline.errors import UserError
-from pipeline.runner import Lock, Stage, Unit, Work, map_units, part_name, read_parts, summarize
+from mesodata.pipeline import atomic, schema
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.runner import Lock, Stage, Unit, Work, map_units, part_name, read_parts, summarize
 
 
 def square(n: int) -> pa.Table:

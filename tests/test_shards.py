@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import augment
-from pipeline.errors import UserError
-from pipeline.footage import astronaut, carphone_frames
-from pipeline.runner import LocalExecutor, Stage, Work
-from pipeline.stages import shards
+from mesodata.pipeline import augment
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.footage import astronaut, carphone_frames
+from mesodata.pipeline.runner import LocalExecutor, Stage, Work
+from mesodata.pipeline.stages import shards
 
 # --- upstream fixture ------------------------------------------------------------------------------
 _ASTRO_FACE = (235, 135, 90)    # centre x, centre y, half size of the face in the 512x512 portrait
@@ -168,7 +168,7 @@ def test_layout_rows_and_schema(built):
         assert set(keys) == set(src)
         assert set(keys.values()) == {want_rows // len(src)}
     # the schema is exactly schemas/shards.yaml plus the Hugging Face features
-    from pipeline import schema
+    from mesodata.pipeline import schema
     s = pq.read_schema(shards.shard_files(work, "train")[0])
     assert s.remove_metadata().equals(schema.load("shards").remove_metadata())
     assert [f.nullable for f in s] == [f.nullable for f in schema.load("shards")]
@@ -448,7 +448,7 @@ def test_faces_index_is_followed_and_checked(tmp_path):
 
 
 def test_recorded_shards_pass_verify(built):
-    from pipeline.verify import check_file
+    from mesodata.pipeline.verify import check_file
 
     work, state = built
     assert sum(rel.endswith(".parquet") for rel in state["outputs"]) >= 8
@@ -473,7 +473,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
 
     params = {**PARAMS, "shard_size": 100_000, "perturb_test": True}  # ~ one crop (and copies) per shard
     work = build_upstream(tmp_path / "killed")
-    code = ("import json, sys; from pipeline.runner import Work; from pipeline.stages import shards; "
+    code = ("import json, sys; from mesodata.pipeline.runner import Work; from mesodata.pipeline.stages import shards; "
             "shards.run(Work(sys.argv[1]), json.loads(sys.argv[2]), workers=1)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(work.root), json.dumps(params)],
                             cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)

@@ -13,10 +13,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.runner import Work
-from pipeline.split_cli import parse_size
-from pipeline.stages import split
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.runner import Work
+from mesodata.pipeline.split_cli import parse_size
+from mesodata.pipeline.stages import split
 
 try:
     import test_dedupe_fixtures as F
@@ -138,7 +138,7 @@ def test_deterministic_and_seed_sensitive(tmp_path):
 def test_official_protocol_reports_ffpp_youtube_leaks(tmp_path):
     """The real FF++ split files + conversion_dict.json: the official split puts ids of one YouTube
     video in different splits; the audit lists each, and the default protocol has none."""
-    from pipeline.sources import ffpp
+    from mesodata.pipeline.sources import ffpp
 
     root = tmp_path / "data/FaceForensics++"
     (root / "original_sequences/youtube/c23/videos").mkdir(parents=True)
@@ -209,7 +209,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     (tmp_path / "w").mkdir()
     for args, msg in ((["--work", str(tmp_path / "w")], "stage 'manifest' has not run"),
                       (["--work", str(tmp_path / "w"), "--ratios", "70,20,20"], "sum to 100")):
-        p = subprocess.run([sys.executable, "-m", "pipeline.cli", "split", *args], cwd=REPO,
+        p = subprocess.run([sys.executable, "-m", "mesodata.pipeline.cli", "split", *args], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 2, p.stderr
         lines = p.stderr.strip().splitlines()
@@ -221,7 +221,7 @@ def test_small_source_still_gets_val_and_test():
     import numpy as np
     import pandas as pd
 
-    from pipeline.stages.split import _counts, _no_empty_split, assign_groups
+    from mesodata.pipeline.stages.split import _counts, _no_empty_split, assign_groups
 
     el = pd.DataFrame({"group": ["g0", "g1", "g2", "g3"], "source": ["s"] * 4, "frames": [25] * 4,
                        "stratum": ["s|1|m"] * 4})

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import UserError
-from pipeline.runner import Work
-from pipeline.stages import manifest
-from pipeline.verify import verify_work
+from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.runner import Work
+from mesodata.pipeline.stages import manifest
+from mesodata.pipeline.verify import verify_work
 from tests.test_manifest import tiny_video
 
 
@@ -39,7 +39,7 @@ def test_flipped_byte_is_caught(built):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     assert problems(built)["manifest.parquet"] == "content hash differs from the one recorded"
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "verify", "--work", str(built.root)],
+    proc = subprocess.run([sys.executable, "-m", "mesodata.pipeline.cli", "verify", "--work", str(built.root)],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "1 bad" in proc.stdout
 
@@ -56,7 +56,7 @@ def test_schema_drift_is_caught(built):
     """A file rewritten with another schema but a matching record is still refused."""
     import json
 
-    from pipeline.storage import sha256 as sha256_file
+    from mesodata.pipeline.storage import sha256 as sha256_file
 
     path = built.path("manifest.parquet")
     table = pq.read_table(path)

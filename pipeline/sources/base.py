@@ -28,7 +28,7 @@ from ..errors import UserError
 @functools.cache
 def config(name: str) -> dict:
     """The declarative description of source `name` (manifests/<name>.yaml)."""
-    return yaml.safe_load(importlib.resources.files("manifests").joinpath(f"{name}.yaml").read_text())
+    return yaml.safe_load(importlib.resources.files("mesodata.manifests").joinpath(f"{name}.yaml").read_text())
 
 
 @dataclass

@@ -26,11 +26,11 @@ from bench_memory import make_root  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from s3server import moto_server, s3_environment  # noqa: E402
 
-from pipeline.sample import write_sample  # noqa: E402
+from mesodata.pipeline.sample import write_sample  # noqa: E402
 
 
 def build_seconds(data: str, work: str, frames: int, workers: int, backend: str) -> float:
-    cmd = [sys.executable, "-m", "pipeline.cli", "build", "--sources", "dfdc", "--data-root", data,
+    cmd = [sys.executable, "-m", "mesodata.pipeline.cli", "build", "--sources", "dfdc", "--data-root", data,
            "--work", work, "--frames", str(frames), "--workers", str(workers), "--backend", backend]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from pipeline import phash
+from mesodata.pipeline import phash
 
 
 def realistic_hashes(n: int, seed: int = 0, frames: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +100,7 @@ def main() -> None:
             (ri, _, _), t = timed(f"  100k subset, {method}", lambda: phash.neighbours(sub, args.radius, method=method))
             print(f"    {len(ri):,} pairs; x100 if quadratic -> ~{t * 100:.0f} s at 1M")
     if args.stage:
-        from pipeline.stages.dedupe import cluster
+        from mesodata.pipeline.stages.dedupe import cluster
 
         hs = phash.to_signed(hashes)
         timed("stage clustering of all rows (pairs, evidence, union)",

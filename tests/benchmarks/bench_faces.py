@@ -34,9 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline import footage  # noqa: E402
-from pipeline.frames import plan_indices  # noqa: E402
-from pipeline.stages.faces import extract_rows, normalize_params  # noqa: E402
+from mesodata.pipeline import footage  # noqa: E402
+from mesodata.pipeline.frames import plan_indices  # noqa: E402
+from mesodata.pipeline.stages.faces import extract_rows, normalize_params  # noqa: E402
 
 N, FPS, SAMPLES = 250, 25, 32
 

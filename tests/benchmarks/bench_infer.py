@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from detector.data import to_tensor
-from detector.export import export_onnx
-from detector.models import MODEL_NAMES, create_model
-from detector.samples import astronaut_face_crop
+from mesodata.detector.data import to_tensor
+from mesodata.detector.export import export_onnx
+from mesodata.detector.models import MODEL_NAMES, create_model
+from mesodata.detector.samples import astronaut_face_crop
 
 
 def _latency_ms(fn, repeats: int, warmup: int = 10) -> tuple[float, float]:

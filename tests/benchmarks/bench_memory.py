@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.sample import write_sample
+from mesodata.pipeline.sample import write_sample
 
 
 def make_root(sample: Path, root: Path, n: int) -> None:
@@ -64,7 +64,7 @@ def main() -> None:
         rows = []
         for n in (args.videos, 10 * args.videos):
             make_root(tmp / "sample", tmp / f"data{n}", n)
-            cmd = [sys.executable, "-m", "pipeline.cli", "build", "--sources", "dfdc", "--data-root",
+            cmd = [sys.executable, "-m", "mesodata.pipeline.cli", "build", "--sources", "dfdc", "--data-root",
                    str(tmp / f"data{n}"), "--work", str(tmp / f"work{n}"), "--frames", str(args.frames),
                    "--workers", str(args.workers)]
             mib, secs = peak_rss(cmd)

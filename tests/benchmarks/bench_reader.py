@@ -28,8 +28,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info  # noqa: E402
 
-from pipeline.runner import LocalExecutor  # noqa: E402
-from pipeline.stages import shards  # noqa: E402
+from mesodata.pipeline.runner import LocalExecutor  # noqa: E402
+from mesodata.pipeline.stages import shards  # noqa: E402
 
 TRAIN_NOW, TRAIN_TARGET, FACTOR = 19.0, 100.0, 3.0
 
@@ -55,11 +55,11 @@ class SimpleShards(IterableDataset):
 
 def make_dataset(files):
     try:
-        from detector.data import RowFilter, ShardDataset
+        from mesodata.detector.data import RowFilter, ShardDataset
     except ImportError:
         return SimpleShards(files), "SimpleShards (benchmark's own)"
     return ShardDataset(files, row_filter=RowFilter(augmentations=None), shuffle=True, shuffle_buffer=256), \
-        "detector.data.ShardDataset (shuffle buffer 256)"
+        "mesodata.detector.data.ShardDataset (shuffle buffer 256)"
 
 
 def time_loader(files, workers: int, epochs: int = 2) -> tuple[float, float, int]:

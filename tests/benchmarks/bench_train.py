@@ -16,10 +16,10 @@ import time
 import numpy as np
 import torch
 
-from detector.data import to_tensor
-from detector.models import create_model
-from detector.samples import astronaut_face_crop
-from detector.train import cpu_has_native_bf16, make_train_step
+from mesodata.detector.data import to_tensor
+from mesodata.detector.models import create_model
+from mesodata.detector.samples import astronaut_face_crop
+from mesodata.detector.train import cpu_has_native_bf16, make_train_step
 
 
 def _batches(n: int, batch: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

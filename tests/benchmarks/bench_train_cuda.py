@@ -13,12 +13,12 @@ import time
 
 import torch
 
-from detector.data import RowFilter, ShardDataset, shard_files
-from detector.evaluate import evaluate_frame
-from detector.infer import score_loader
-from detector.models import create_model
-from detector.samples import write_sample_shards
-from detector.train import TrainConfig, make_loader, make_train_step, train_model
+from mesodata.detector.data import RowFilter, ShardDataset, shard_files
+from mesodata.detector.evaluate import evaluate_frame
+from mesodata.detector.infer import score_loader
+from mesodata.detector.models import create_model
+from mesodata.detector.samples import write_sample_shards
+from mesodata.detector.train import TrainConfig, make_loader, make_train_step, train_model
 
 
 def step_rate(name: str, batch: int, steps: int = 20) -> float:
