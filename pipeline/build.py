@@ -98,6 +98,9 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
               help="Report videos whose face yield (faces / frames sampled) is below this.")
 @click.option("--radius", default=None, type=int,
               help="Hamming radius of the 64-bit pHash for near-duplicates (default: the stage's).")
+@click.option("--within-video", "within_video", type=click.Choice(["keep", "drop"]), default=None,
+              help="Near-duplicate crops inside one video: keep them as rows, or drop all but the first of "
+                   "each cluster (default: the stage's). Cross-video duplicates join groups either way.")
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="all cores",
               help="Parallel units (processes).")
 @click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -111,7 +114,7 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
 @click.option("--fetch-manifest", type=click.Path(path_type=Path, dir_okay=False),
               help="With --fetch: your download manifest (CSV/Parquet: url, path, size, sha256).")
 def build(sources, data_root, work, source_root, compression, ff_splits, frames, every_seconds, stride,
-          margin, verify, cascade, image_format, quality, decode_timeout, min_yield, radius, workers,
+          margin, verify, cascade, image_format, quality, decode_timeout, min_yield, radius, within_video, workers,
           backend, scheduler, do_fetch, ff_server, accept_terms, fetch_manifest):
     """Manifest of every video -> sampled frames -> 256x256 face crops -> dedupe.
 
@@ -132,7 +135,7 @@ def build(sources, data_root, work, source_root, compression, ff_splits, frames,
     faces_params = {"frames": frames, "every_seconds": every_seconds, "stride": stride, "margin": margin,
                     "verify": verify, "cascade": cascade, "image_format": image_format, "quality": quality,
                     "decode_timeout": decode_timeout, "min_yield": min_yield}
-    dedupe_params = {} if radius is None else {"radius": radius}
+    dedupe_params = {k: v for k, v in (("radius", radius), ("within_video", within_video)) if v is not None}
     w = Work(work)
     with Lock(w):
         executor = make_executor(backend, workers, scheduler)

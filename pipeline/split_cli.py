@@ -53,6 +53,11 @@ def _workers_default() -> int:
 @click.option("--protocol", type=click.Choice(["default", "official"]), default="default", show_default=True,
               help="default: leak-free stratified groups. official: each source's own split "
                    "(val carved from train where none), with its leaks reported.")
+@click.option("--join-duplicates", "join_duplicates", type=click.Choice(["near", "exact", "none"]), default="near",
+              show_default=True,
+              help="Which cross-video duplicates join groups: near (every duplicate cluster), exact (only "
+                   "byte/pixel-identical crops) or none (nothing; duplicates crossing splits are reported "
+                   "as leaks in reports/split.json).")
 @click.option("--workers", type=click.IntRange(min=1), default=_workers_default, show_default="all cores",
               help="Parallel units (processes) for the shards.")
 @click.option("--shard-size", default="256MB", show_default=True, help="Target bytes per shard file.")
@@ -63,19 +68,23 @@ def _workers_default() -> int:
               help="local: joblib processes; dask: a Dask cluster (see --scheduler).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="With --backend dask: an existing scheduler (tcp://host:8786); default: a local cluster.")
-def split(work, seed, ratios, protocol, workers, shard_size, augment, perturb_test, backend, scheduler):
+def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, augment, perturb_test, backend,
+          scheduler):
     """Assign whole groups to train/val/test, audit the split for leaks, then write the shards.
 
     \b
     Groups are the manifest's (FF++ pairs and YouTube ids, Celeb-DF identities, DFDC families)
     joined with every cross-video duplicate cluster found by dedupe, so no clip, person or family
     is in two splits. Each stratum (source x label x method) is split as close to --ratios as its
-    groups allow; reports/split.json says how close, and lists every leak.
+    groups allow; reports/split.json says how close, and lists every leak. When the groups leave val
+    or test empty (or a source without val or test rows), the split stops with exit 2 and writes
+    nothing; the message says which group is too large and what to try.
     """
     from .build import stage_module
     from .stages import split as split_stage
 
-    params = {"seed": seed, "ratios": list(split_stage.parse_ratios(ratios)), "protocol": protocol}
+    params = {"seed": seed, "ratios": list(split_stage.parse_ratios(ratios)), "protocol": protocol,
+              "join_duplicates": join_duplicates}
     shards_params = {"shard_size": parse_size(shard_size), "augment": parse_augment(augment),
                      "perturb_test": bool(perturb_test), "seed": seed}
     w = Work(work)

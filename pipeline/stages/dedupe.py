@@ -19,6 +19,11 @@ pHash thresholds at the median, so every hash has 32 ones and distances are even
 even radius below the nearest unrelated pair (10) with one step of margin, and it holds >= 95% of a
 c23/c40 re-encode's frames.
 
+`within_video` says what happens to a crop that repeats an earlier crop of its own video: "drop"
+(only the first crop of each cluster in a video is kept) or "keep" (near-duplicates stay as rows,
+kept = true with reason `near_duplicate_kept`; byte/pixel-identical repeats are dropped either way).
+Cross-video clusters are recorded, and join groups for the split, under both.
+
 A cross-video link needs evidence: two videos are joined when they share an exact crop, or when at
 least `min_shared` (default 2) distinct crops of each match the other. A lone near match between two
 videos (at a million crops, unrelated faces produce some) is reported as a weak match, not merged,
@@ -50,10 +55,14 @@ REPORT = "reports/dedupe.json"
 FIGURE = "reports/dedupe-clusters.png"
 FACES_DIR = "faces"
 CHUNK = 16  # faces part files per unit
-DEFAULTS = {"radius": phash.DEFAULT_RADIUS, "min_shared": 2}
+DEFAULTS = {"radius": phash.DEFAULT_RADIUS, "min_shared": 2, "within_video": "drop"}
+WITHIN_VIDEO = ("keep", "drop")
+JOIN_MODES = ("near", "exact", "none")  # how duplicates join groups (the split's --join-duplicates)
+FLAG_SHARE = 0.30  # a joined group holding more than this share of a source's kept frames is flagged
 _FACE_COLUMNS = ["video_id", "frame_index", "source", "label", "method", "group", "status", "image"]
 
-__all__ = ["run", "read", "cluster", "hash_images", "face_files", "NAME", "OUTPUT", "DEFAULTS"]
+__all__ = ["run", "read", "cluster", "hash_images", "face_files", "join_groups", "group_summary", "NAME", "OUTPUT",
+           "DEFAULTS", "JOIN_MODES", "WITHIN_VIDEO"]
 
 
 def _check_params(params: dict) -> dict:
@@ -67,7 +76,16 @@ def _check_params(params: dict) -> dict:
     m = p["min_shared"]
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise UserError(f"The 'min_shared' parameter of dedupe must be an int >= 1. Got {m!r} instead.")
-    return {"radius": int(r), "min_shared": int(m)}
+    w = p["within_video"]
+    if w not in WITHIN_VIDEO:
+        raise UserError(f"--within-video must be one of {', '.join(WITHIN_VIDEO)}; got {w!r}")
+    return {"radius": int(r), "min_shared": int(m), "within_video": w}
+
+
+def _stage_params(params: dict) -> dict:
+    """The parameters that identify the output: within_video only when it is not "drop", so work dirs
+    deduped before the option existed keep their fingerprint."""
+    return {k: v for k, v in params.items() if not (k == "within_video" and v == "drop")}
 
 
 # --- per-unit work: fingerprints of every crop ------------------------------------------------
@@ -215,7 +233,7 @@ def cluster(video: np.ndarray, hashes: np.ndarray, pixel: np.ndarray | None, rad
     return {"cluster": comp[cell].astype(np.int64), "pairs": (ui, uj, ud), "links": links.reset_index(drop=True)}
 
 
-def dedupe_table(t: pa.Table, radius: int, min_shared: int) -> tuple[pd.DataFrame, dict]:
+def dedupe_table(t: pa.Table, radius: int, min_shared: int, within_video: str = "drop") -> tuple[pd.DataFrame, dict]:
     """Rows sorted by (video_id, frame_index) with cluster, kept, reason; and the evidence for the report."""
     df = t.to_pandas().sort_values(["video_id", "frame_index"], kind="stable").reset_index(drop=True)
     vcode, videos = pd.factorize(df.video_id, sort=True)
@@ -241,11 +259,11 @@ def dedupe_table(t: pa.Table, radius: int, min_shared: int) -> tuple[pd.DataFram
     df["cluster_sources"] = df.cluster.map(nsrc).astype("Int64")
     first_in_video = ~df.duplicated(["cluster", "video_id"]) & ok
     exact_dup = df.duplicated(["video_id", "pixel_hash"]) & ok
-    df["kept"] = first_in_video
+    df["kept"] = first_in_video | (~exact_dup & ok) if within_video == "keep" else first_in_video
     reason = np.where(df.cluster_size.fillna(1).to_numpy() == 1, "unique", "representative").astype(object)
     reason[(df.cluster_videos.fillna(1) > 1).to_numpy()] = "cross_video"
     reason[(df.cluster_sources.fillna(1) > 1).to_numpy()] = "cross_source"
-    reason[~first_in_video.to_numpy()] = "near_duplicate"
+    reason[~first_in_video.to_numpy()] = "near_duplicate_kept" if within_video == "keep" else "near_duplicate"
     reason[(exact_dup & ~first_in_video).to_numpy()] = "exact_duplicate"
     reason[~ok] = "undecodable"
     df["reason"] = reason
@@ -256,11 +274,138 @@ def dedupe_table(t: pa.Table, radius: int, min_shared: int) -> tuple[pd.DataFram
     return df, {"links": links, "pairs": res["pairs"], "videos": videos}
 
 
+# --- groups joined by duplicates ------------------------------------------------------------------
+def join_groups(group_of: dict[str, str], dd: pd.DataFrame, mode: str = "near") -> tuple[dict[str, str], list[dict]]:
+    """Manifest group -> joined group, and the clusters that joined different manifest groups.
+
+    `group_of`: video_id -> manifest group (every video that takes part). `dd`: dedupe rows (video_id,
+    cluster, cluster_videos; pixel_hash for "exact"). near: every cross-video cluster joins the groups
+    of its videos; exact: only crops with the same decoded pixels join; none: nothing is joined.
+    A joined group is named after its smallest manifest group, so the order of joins does not matter.
+    """
+    from ..sources.base import UnionFind
+
+    if mode not in JOIN_MODES:
+        raise UserError(f"--join-duplicates must be one of {', '.join(JOIN_MODES)}; got {mode!r}")
+    uf = UnionFind()
+    for g in dict.fromkeys(group_of.values()):
+        uf.find(g)
+    joins = []
+    if mode == "near":
+        cross = dd[dd.cluster_videos.fillna(1) > 1]
+        for cid, vids in cross.groupby("cluster").video_id:
+            gs = sorted({group_of[v] for v in vids.unique() if v in group_of})
+            for g in gs[1:]:
+                uf.union(gs[0], g)
+            if len(gs) > 1:
+                joins.append({"cluster": int(cid), "groups": gs, "videos": sorted(vids.unique().tolist())[:20]})
+    elif mode == "exact":
+        rows = dd[dd.pixel_hash.notna() & dd.video_id.isin(list(group_of))]
+        shared = rows[rows.groupby("pixel_hash").video_id.transform("nunique") > 1]
+        by_cluster: dict[int, tuple[set, set]] = {}
+        for _, sub in shared.groupby("pixel_hash"):
+            gs = sorted({group_of[v] for v in sub.video_id.unique()})
+            for g in gs[1:]:
+                uf.union(gs[0], g)
+            cid = int(sub.cluster.iloc[0]) if sub.cluster.notna().any() else -1
+            groups, videos = by_cluster.setdefault(cid, (set(), set()))
+            groups.update(gs)
+            videos.update(sub.video_id.unique().tolist())
+        for cid in sorted(by_cluster):
+            groups, videos = by_cluster[cid]
+            if len(groups) > 1:
+                joins.append({"cluster": cid, "groups": sorted(groups), "videos": sorted(videos)[:20]})
+    return {g: uf.find(g) for g in dict.fromkeys(group_of.values())}, joins
+
+
+def group_summary(frames: pd.DataFrame, joins: list[dict], top: int = 10, limit: int = 200) -> dict:
+    """Sizes of the groups after joining, and each group holding > FLAG_SHARE of a source's frames.
+
+    `frames`: one row per video taking part: video_id, source, group (joined), manifest_group, frames
+    (kept crops). `joins`: join_groups' clusters, for the worst cluster of each joined group.
+    """
+    f = frames[frames.frames > 0]
+    if not len(f):
+        return {"groups": 0}
+    total = int(f.frames.sum())
+    per_source = f.groupby("source").frames.sum()
+    g = f.groupby("group").agg(manifest_groups=("manifest_group", "nunique"), videos=("video_id", "size"),
+                               frames=("frames", "sum"))
+    held = f.groupby(["group", "source"]).frames.sum()
+    share = held / per_source.reindex(held.index.get_level_values("source")).to_numpy()
+    root = dict(zip(f.manifest_group, f.group))
+    worst: dict[str, dict] = {}
+    for j in joins:  # the cluster that joined the most manifest groups, per joined group
+        r = root.get(j["groups"][0])
+        if r is not None and len(j["groups"]) > len(worst.get(r, {}).get("groups", [])):
+            worst[r] = j
+
+    def entry(name: str) -> dict:
+        row = g.loc[name]
+        out = {"group": name, "manifest_groups": int(row.manifest_groups), "videos": int(row.videos),
+               "frames": int(row.frames), "share": round(100 * int(row.frames) / total, 1),
+               "source_share": {s: round(100 * float(v), 1) for s, v in share.loc[name].items()}}
+        if name in worst:
+            j = worst[name]
+            out["worst_cluster"] = {"cluster": j["cluster"], "manifest_groups": len(j["groups"]),
+                                    "videos": j["videos"][:5]}
+        return out
+
+    order = g.sort_values(["frames", "manifest_groups"], ascending=False, kind="stable").index
+    flagged = [{"group": name, "source": source, "share": round(100 * float(v), 1),
+                "frames": int(held[name, source]), "source_frames": int(per_source[source]),
+                "manifest_groups": int(g.manifest_groups[name])}
+               for (name, source), v in share.sort_values(ascending=False, kind="stable").items()
+               if v > FLAG_SHARE]
+    sizes = g.frames.to_numpy()
+    return {
+        "groups": int(len(g)), "manifest_groups": int(f.manifest_group.nunique()),
+        "joined_groups": int((g.manifest_groups > 1).sum()),
+        "groups_by_manifest_groups": {str(k): int(v) for k, v in sorted(Counter(g.manifest_groups).items())},
+        "frames_per_group": {"min": int(sizes.min()), "median": float(np.median(sizes)),
+                             "p90": float(np.percentile(sizes, 90)), "max": int(sizes.max())},
+        "largest": [entry(n) for n in order[:top]],
+        "flag_share": round(100 * FLAG_SHARE),
+        "flagged": flagged[:limit], "flagged_count": len(flagged),
+        "flagged_joined": sum(1 for x in flagged if x["manifest_groups"] > 1),
+    }
+
+
+def _video_frames(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per video of the dedupe table: video_id, source, manifest group, kept frames."""
+    v = df.groupby("video_id", sort=True).agg(source=("source", "first"), manifest_group=("group", "first"),
+                                              frames=("kept", "sum")).reset_index()
+    v["manifest_group"] = v.manifest_group.fillna("video:" + v.video_id)
+    v["frames"] = v.frames.astype(np.int64)
+    return v
+
+
+def print_groups(summary: dict, mode: str, limit: int = 5) -> None:
+    """The group-size lines of the dedupe and split reports."""
+    if not summary.get("groups"):
+        return
+    fp = summary["frames_per_group"]
+    print(f"  groups after joining ({mode}): {summary['groups']} from {summary['manifest_groups']} manifest "
+          f"group(s), {summary['joined_groups']} joined; groups by manifest groups joined: "
+          + ", ".join(f"{k}: {v}" for k, v in summary["groups_by_manifest_groups"].items())
+          + f"; kept frames per group min {fp['min']}, median {fp['median']:g}, p90 {fp['p90']:g}, max {fp['max']}")
+    joined = [x for x in summary["flagged"] if x["manifest_groups"] > 1]
+    for x in joined[:limit]:
+        print(f"  warning: group {x['group']}, joined from {x['manifest_groups']} manifest groups, holds "
+              f"{x['share']:g}% of {x['source']}'s kept frames (> {summary['flag_share']}%)")
+    if len(joined) > limit:
+        print(f"  ... and {len(joined) - limit} more joined group(s) over {summary['flag_share']}%")
+    plain = summary["flagged_count"] - len(joined)
+    if plain:
+        print(f"  {plain} unjoined manifest group(s) hold > {summary['flag_share']}% of a source's kept frames "
+              "(coarse identities, pairs or families; listed in the report)")
+
+
 # --- the stage ----------------------------------------------------------------------------------
 def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
     """Fingerprint every face crop, cluster duplicates, write dedupe.parquet and its report."""
     params = _check_params(params or {})
-    stage = Stage(NAME, VERSION, params, upstream=("faces",))
+    stage = Stage(NAME, VERSION, _stage_params(params), upstream=("faces",))
     fp = work.fingerprint(stage)  # UserError when the faces stage has not run
     if work.is_fresh(stage):
         log.info("dedupe: up to date, nothing to do")
@@ -281,7 +426,7 @@ def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=No
             raise UserError(f"no face crops under {work.path(FACES_DIR)}: run `mesodata build` first")
         t = faces.read(work, columns=[c for c in _FACE_COLUMNS])
         table, results = _hash_table(t, work.root, ""), [{"key": "faces", "skipped": False, "rows": t.num_rows}]
-    df, evidence = dedupe_table(table, params["radius"], params["min_shared"])
+    df, evidence = dedupe_table(table, params["radius"], params["min_shared"], params["within_video"])
     out = schema.conform(pa.Table.from_pandas(df, preserve_index=False), NAME)
     atomic.write_parquet(work.path(OUTPUT), out)
     report = build_report(df, evidence, params)
@@ -342,7 +487,16 @@ def build_report(df: pd.DataFrame, evidence: dict, params: dict, top: int = 10, 
         "weak_matches": weak[:limit], "weak_match_count": len(weak),
         "undecodable": df[df.reason == "undecodable"][["video_id", "frame_index", "error"]].head(limit)
         .to_dict("records"),
+        "groups_after_joining": _joined_summary(df),
     }
+
+
+def _joined_summary(df: pd.DataFrame) -> dict:
+    """group_summary of the manifest groups as the split's default (near) joins them."""
+    v = _video_frames(df)
+    gmap, joins = join_groups(dict(zip(v.video_id, v.manifest_group)), df, "near")
+    v["group"] = v.manifest_group.map(gmap)
+    return group_summary(v, joins)
 
 
 def print_report(report: dict, limit: int = 10) -> None:
@@ -364,6 +518,8 @@ def print_report(report: dict, limit: int = 10) -> None:
         print_table(f"Cross-source duplicate videos ({report['cross_source_pair_count']})",
                     report["cross_source_pairs"][:limit],
                     ["video_a", "video_b", "shared_a", "shared_b", "min_distance", "exact"])
+    if "groups_after_joining" in report:
+        print_groups(report["groups_after_joining"], "near, as the split joins them by default")
     if report["weak_match_count"]:
         print(f"  {report['weak_match_count']} weak cross-video match(es) below the evidence threshold "
               f"(not merged; listed in {REPORT})")

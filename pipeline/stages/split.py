@@ -14,6 +14,15 @@ protocol "official": each video takes its source's official split (FF++ split fi
 list, DFDC's `set`); where a source has no val, val is carved from its train by groups; videos with
 no official split count as train. Groups that then sit in two splits are reported as leaks, not
 hidden or fixed.
+
+join_duplicates: "near" (default) joins groups through every cross-video duplicate cluster; "exact"
+only through byte/pixel-identical crops; "none" joins nothing. Duplicate clusters that then cross
+splits are reported as leaks in reports/split.json.
+
+A split the groups cannot make is refused (UserError, nothing written): a split with a share > 0
+that gets no rows, or, under the default protocol, a source with kept frames that gets none in val
+or test. The message gives the largest group's share of the frames, how many manifest groups the
+duplicate clusters joined into it (and the cluster that joined the most), and the remedies.
 """
 
 from __future__ import annotations
@@ -28,7 +37,6 @@ import pyarrow as pa
 from .. import atomic, schema
 from ..errors import UserError
 from ..runner import Stage, Work
-from ..sources.base import UnionFind
 
 log = logging.getLogger("mesodata")
 
@@ -38,6 +46,7 @@ OUTPUT = "split.parquet"
 REPORT = "reports/split.json"
 SPLITS = ("train", "val", "test")
 PROTOCOLS = ("default", "official")
+JOIN_MODES = ("near", "exact", "none")
 DEFAULT_RATIOS = (70, 20, 10)
 MOVE_PASSES = 4
 
@@ -68,26 +77,23 @@ def _check(params: dict) -> dict:
     if protocol not in PROTOCOLS:
         raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     ratios = parse_ratios(params.get("ratios", DEFAULT_RATIOS))
-    return {"seed": int(seed), "ratios": list(ratios), "protocol": protocol}
+    join = params.get("join_duplicates", "near")
+    if join not in JOIN_MODES:
+        raise UserError(f"--join-duplicates must be one of {', '.join(JOIN_MODES)}; got {join!r}")
+    p = {"seed": int(seed), "ratios": list(ratios), "protocol": protocol}
+    if join != "near":  # only when not the default, so existing work dirs keep their fingerprint
+        p["join_duplicates"] = join
+    return p
 
 
 # --- groups -------------------------------------------------------------------------------------
-def merged_groups(videos: pd.DataFrame, dedupe: pd.DataFrame) -> tuple[dict[str, str], list[dict]]:
-    """Manifest group -> leak-free group (joined through cross-video duplicate clusters), and the
-    clusters that joined different manifest groups."""
-    uf = UnionFind()
-    for g in videos["group"].unique():
-        uf.find(g)
-    group_of = dict(zip(videos.video_id, videos.group))
-    joins = []
-    cross = dedupe[dedupe.cluster_videos.fillna(1) > 1]
-    for cid, vids in cross.groupby("cluster").video_id:
-        gs = sorted({group_of[v] for v in vids.unique() if v in group_of})
-        for g in gs[1:]:
-            uf.union(gs[0], g)
-        if len(gs) > 1:
-            joins.append({"cluster": int(cid), "groups": gs, "videos": sorted(vids.unique().tolist())[:20]})
-    return {g: uf.find(g) for g in videos["group"].unique()}, joins
+def merged_groups(videos: pd.DataFrame, dedupe: pd.DataFrame, mode: str = "near") -> tuple[dict[str, str], list[dict]]:
+    """Manifest group -> leak-free group (joined through cross-video duplicate clusters: every one for
+    "near", byte/pixel-identical crops only for "exact", none for "none"), and the clusters that
+    joined different manifest groups."""
+    from .dedupe import join_groups
+
+    return join_groups(dict(zip(videos.video_id, videos.group)), dedupe, mode)
 
 
 # --- assignment ---------------------------------------------------------------------------------
@@ -154,7 +160,8 @@ def run(work: Work, params: dict | None = None) -> dict:
     man = manifest.read(work).select(["video_id", "source", "label", "method", "group", "status",
                                       "official_split"]).to_pandas()
     dd = dedupe_stage.read(work, columns=["video_id", "frame_index", "source", "cluster", "cluster_videos",
-                                          "kept"]).to_pandas()
+                                          "kept"] + (["pixel_hash"] if p.get("join_duplicates") == "exact"
+                                                     else [])).to_pandas()
     table, report = split_videos(man, dd, p)
     atomic.write_parquet(work.path(OUTPUT), schema.conform(pa.Table.from_pandas(table, preserve_index=False), NAME))
     atomic.write_json(work.path(REPORT), report)
@@ -172,7 +179,8 @@ def split_videos(man: pd.DataFrame, dd: pd.DataFrame, p: dict) -> tuple[pd.DataF
                       np.where(man.frames == 0, "no kept face", None))
     man["reason"] = reason
     eligible = man.reason.isna().to_numpy()
-    gmap, joins = merged_groups(man, dd)
+    join = p.get("join_duplicates", "near")
+    gmap, joins = merged_groups(man, dd, join)
     man["manifest_group"] = man["group"]
     man["group"] = man.manifest_group.map(gmap)
     man["stratum"] = man.source + "|" + man.label.astype("Int64").astype(str) + "|" + man.method.fillna("")
@@ -189,10 +197,68 @@ def split_videos(man: pd.DataFrame, dd: pd.DataFrame, p: dict) -> tuple[pd.DataF
             man.loc[eligible, "split"] = el.group.map(dict(zip(groups, [SPLITS[a] for a in assign]))).to_numpy()
     else:
         man.loc[eligible, "split"] = _official(el, ratios, p["seed"], notes)
+    _refuse_impossible(man, dd, p, gmap, joins)
     report = audit(man, dd, p, joins, notes)
     cols = ["video_id", "source", "label", "method", "group", "manifest_group", "split", "reason", "frames",
             "official_split"]
     return man[cols], report
+
+
+def _refuse_impossible(man: pd.DataFrame, dd: pd.DataFrame, p: dict, gmap: dict[str, str],
+                       joins: list[dict]) -> None:
+    """UserError when the split leaves a split with a share > 0 empty, or (default protocol) a source
+    with kept frames without val or test rows: a benchmark that cannot be trained or evaluated."""
+    a = man[man.split.notna()]
+    if not len(a):
+        return  # nothing eligible: the audit says why every video is out
+    wanted = [s for s, r in zip(SPLITS, p["ratios"]) if r > 0]
+    problems = [f"{s} gets no rows" for s in wanted if not (a.split == s).any()]
+    bad_sources = []
+    if p["protocol"] == "default":
+        for source, sub in a.groupby("source"):
+            missing = [s for s in wanted if s != "train" and not (sub.split == s).any()]
+            if missing:
+                bad_sources.append(source)
+                problems.append(f"source {source} gets none in {' or '.join(missing)}")
+    if not problems:
+        return
+    sizes = a.groupby("group").frames.sum().sort_values(ascending=False, kind="stable")
+    biggest = sizes.index[0]
+    members = a[a.group == biggest]
+    per_source = a.groupby("source").frames.sum()
+    shares = ", ".join(f"{s} {100 * members.frames[members.source == s].sum() / per_source[s]:.0f}%"
+                       for s in sorted(members.source.unique()))
+    n_manifest = members.manifest_group.nunique()
+    text = (f"split impossible with ratios {':'.join(f'{r:g}' for r in p['ratios'])}: {'; '.join(problems)}. "
+            f"The largest group, {biggest}, holds {100 * sizes.iloc[0] / sizes.sum():.0f}% of the kept frames "
+            f"({shares}); ")
+    mine = [j for j in joins if gmap[j["groups"][0]] == biggest]
+    if n_manifest > 1 and mine:
+        worst = max(mine, key=lambda j: (len(j["groups"]), -j["cluster"]))
+        crops = dd[dd.cluster == worst["cluster"]]
+        text += (f"duplicate clusters joined {n_manifest} manifest groups into it (worst: cluster "
+                 f"{worst['cluster']}, {len(crops)} crops in {crops.video_id.nunique()} videos, joined "
+                 f"{len(worst['groups'])} manifest groups, e.g. {', '.join(worst['videos'][:2])}). ")
+    else:
+        text += "duplicate clusters joined no other manifest group into it. "
+    for source in bad_sources:
+        own = a[a.source == source].groupby("group").frames.sum()
+        if source not in members.source.values or len(own) > 1:
+            text += (f"{source} has {len(own)} group(s), the largest with "
+                     f"{100 * own.max() / own.sum():.0f}% of its kept frames. ")
+    join = p.get("join_duplicates", "near")
+    remedies = []
+    if join == "near":
+        remedies.append("--join-duplicates exact (join groups only through byte/pixel-identical crops)")
+    if join != "none":
+        remedies.append("--join-duplicates none (join nothing; duplicates crossing splits are reported as "
+                        "leaks in reports/split.json)")
+    if p["protocol"] == "default":
+        remedies.append("--protocol official (each source's own split)")
+    else:
+        remedies.append("--protocol default")
+    remedies.append("other --ratios, or more videos and identities")
+    raise UserError(text + "Remedies: " + "; ".join(remedies) + ". Nothing was written.")
 
 
 def _no_empty_split(el: pd.DataFrame, groups: list[str], ratios: np.ndarray, seed: int) -> np.ndarray:
@@ -302,6 +368,8 @@ def audit(man: pd.DataFrame, dd: pd.DataFrame, p: dict, joins: list[dict], notes
         return sorted(rows, key=lambda r: (r.get("source", ""), order.get(r["split"], 9)))
 
     unassigned = man[man.split.isna()]
+    from .dedupe import group_summary
+
     return {
         "params": p,
         "videos": int(len(man)), "assigned": int(len(a)), "unassigned": int(len(unassigned)),
@@ -316,6 +384,9 @@ def audit(man: pd.DataFrame, dd: pd.DataFrame, p: dict, joins: list[dict], notes
         "max_stratum_deviation": max((s["max_deviation"] for s in strata), default=0.0),
         "table": table(False), "table_by_source": table(True),
         "notes": notes,
+        "join_duplicates": p.get("join_duplicates", "near"),
+        "groups_after_joining": group_summary(a[["video_id", "source", "group", "manifest_group", "frames"]],
+                                              [j for j in joins if set(j["groups"]) & set(a.manifest_group)]),
     }
 
 
@@ -339,6 +410,13 @@ def print_report(report: dict, limit: int = 10) -> None:
     print_first([f"leak: group {leak['group']} in {', '.join(leak['splits'])}: "
                  + "; ".join(f"{s}: {', '.join(v[:3])}" for s, v in leak["videos"].items())
                  for leak in report["leaks"]["groups"]], limit, indent="  ", where="reports/split.json")
+    if "groups_after_joining" in report:
+        from .dedupe import print_groups
+
+        print_groups(report["groups_after_joining"], report["join_duplicates"])
+    if au["duplicate_clusters_crossing"] and report.get("join_duplicates", "near") != "near":
+        print(f"  warning: with --join-duplicates {report['join_duplicates']}, {au['duplicate_clusters_crossing']} "
+              f"duplicate cluster(s) sit in two splits: leaks, listed in {REPORT}")
     if report["unassigned"]:
         print(f"  {report['unassigned']} video(s) without a split: "
               + ", ".join(f"{k} {v}" for k, v in report["unassigned_reasons"].items()))
