@@ -13,6 +13,7 @@ import sys
 import click
 
 from .errors import UserError
+from .extras import missing_extra_message
 
 # verb -> "module:attribute" of its click command
 COMMANDS = {
@@ -51,12 +52,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:  # a verb whose module has not landed yet
-                return None
-            raise
+        return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, SUMMARIES[name]) for name in COMMANDS]
@@ -85,11 +81,21 @@ def cli(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+def _verb(args: list[str]) -> str | None:
+    return next((a for a in args if a in COMMANDS), None)
+
+
 def main() -> None:
     try:
         code = cli.main(standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc, _verb(sys.argv[1:]))
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
