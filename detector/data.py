@@ -34,9 +34,18 @@ META_COLUMNS = ("label", "source", "method", "video_id", "frame_index", "augment
 IMAGE_SIZE = 256
 
 
+# mesodata's split name -> its folder under WORK/shards/data/ (the Hugging Face split name)
+_FOLDERS = {"train": "train", "val": "validation", "test": "test", "test-perturbed": "test_perturbed"}
+
+
 def shard_files(work: str | Path, split: str) -> list[Path]:
-    """The shard files of one split, sorted; [] when the split folder is absent or empty."""
-    return sorted((Path(work) / "shards" / split).glob("part-*.parquet"))
+    """The shard files of one split (train, val, test, test-perturbed), sorted; [] when there are none.
+
+    Shards live in `WORK/shards/data/<train|validation|test|test_perturbed>/`; a work dir made before
+    that layout (`WORK/shards/<split>/`) is still read, for one version."""
+    shards = Path(work) / "shards"
+    files = sorted((shards / "data" / _FOLDERS.get(split, split)).glob("part-*.parquet"))
+    return files or sorted((shards / split).glob("part-*.parquet"))
 
 
 def decode_image(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -209,7 +218,9 @@ def require_shards(work: str | Path, split: str) -> list[Path]:
     """Shard files of `split`, or a UserError telling the user how to make them."""
     files = shard_files(work, split)
     if not files:
-        if not (Path(work) / "shards").is_dir() or not any((Path(work) / "shards").glob("*/part-*.parquet")):
-            raise UserError(f"no shards under {Path(work) / 'shards'}: run `mesodata split` first")
-        raise UserError(f"no {split!r} shards under {Path(work) / 'shards' / split}: run `mesodata split` first")
+        shards = Path(work) / "shards"
+        if not any(shards.glob("data/*/part-*.parquet")) and not any(shards.glob("*/part-*.parquet")):
+            raise UserError(f"no shards under {shards}: run `mesodata split` first")
+        raise UserError(f"no {split!r} shards under {shards / 'data' / _FOLDERS.get(split, split)}: "
+                        "run `mesodata split` first")
     return files

@@ -49,7 +49,7 @@ def test_dask_cluster_gives_identical_artifacts(sample_root, local_build, tmp_pa
     finally:
         executor.close()
     local, dask = digests(local_build), digests(tmp_path)
-    for artifact in ("manifest.parquet", "dedupe.parquet", "split.parquet", "shards/train/part-00000.parquet"):
+    for artifact in ("manifest.parquet", "dedupe.parquet", "split.parquet", "shards/data/train/part-00000.parquet"):
         assert artifact in local
     assert sum(k.startswith("faces/") for k in local) > 30
     assert dask == local

@@ -117,7 +117,7 @@ def test_units_ran_on_the_existing_cluster(s3_job, dask_cluster):
 def test_store_build_gives_the_local_bytes(s3, s3_job, local_job):
     local, remote = local_digests(local_job), s3_digests(s3, "work/job")
     for artifact in ("manifest.parquet", "faces/_index.json", "dedupe.parquet", "split.parquet",
-                     "shards/train/part-00000.parquet", "shards/dataset_info.json",
+                     "shards/data/train/part-00000.parquet", "shards/dataset_info.json",
                      "reports/faces-ff++.png"):
         assert artifact in local
     assert sum(k.startswith("faces/") for k in local) > 30
@@ -129,7 +129,7 @@ def test_store_build_gives_the_local_bytes(s3, s3_job, local_job):
 def test_store_build_resumes_only_what_is_missing(s3, s3_job, sample_root):
     before = s3_digests(s3, "work/job")
     faces = sorted(k for k in s3.find("work/job/faces") if k.endswith(".parquet"))
-    s3.rm([faces[3], "work/job/shards/train/part-00001.parquet"])
+    s3.rm([faces[3], "work/job/shards/data/train/part-00001.parquet"])
     mesodata("build", *BUILD, "--data-root", "s3://data/sample", "--work", s3_job)
     assert _counts(s3, "faces")["computed"] == 1 and _counts(s3, "faces")["resumed"] == len(faces) - 1
     mesodata("split", *SPLIT, "--work", s3_job)

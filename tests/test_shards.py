@@ -174,7 +174,7 @@ def test_layout_rows_and_schema(built):
     assert [f.nullable for f in s] == [f.nullable for f in schema.load("shards")]
     hf = json.loads(s.metadata[b"huggingface"])
     assert hf["info"]["features"]["image"] == {"_type": "Image"}
-    assert hf["info"]["features"]["label"] == {"dtype": "int8", "_type": "Value"}
+    assert hf["info"]["features"]["label"] == {"names": ["real", "fake"], "_type": "ClassLabel"}
     assert state["counts"]["rows"] == sum(len(v) for v in exp.values()) + len(exp["train"]) * 8 + len(exp["test"]) * 8
 
 
@@ -206,12 +206,12 @@ def test_read_back_with_pandas_and_images_decode(built):
     df = pq.read_table(shards.shard_files(work, "val")[0]).to_pandas()
     assert {"image", "label", "aug_params"} <= set(df.columns)
     import pandas as pd
-    df2 = pd.read_parquet(work.path("shards", "train"))
+    df2 = pd.read_parquet(work.path("shards", "data", "train"))
     assert len(df2) == len(expected_originals()["train"]) * 9
     for img in df2["image"].head(20):
         rgb = cv2.imdecode(np.frombuffer(img["bytes"], np.uint8), cv2.IMREAD_COLOR)
         assert rgb.shape == (256, 256, 3)
-    assert df2["label"].dtype == np.int8
+    assert df2["label"].dtype == np.int64 and set(df2["label"]) == {0, 1}
 
 
 def test_huggingface_datasets_decodes_images(built):
@@ -223,16 +223,17 @@ def test_huggingface_datasets_decodes_images(built):
     ds = datasets.load_dataset("parquet", data_files={"train": files}, split="train",
                                cache_dir=str(work.path(".hf-cache")))
     assert isinstance(ds.features["image"], datasets.Image)
-    assert ds.features["label"].dtype == "int8"
+    assert isinstance(ds.features["label"], datasets.ClassLabel)
+    assert ds.features["label"].names == ["real", "fake"]
     ex = ds[0]
     assert isinstance(ex["image"], Image.Image) and ex["image"].size == (256, 256)
     assert ex["image"].mode == "RGB"
     assert len(ds) == len(expected_originals()["train"]) * 9
-    # the folder itself, through the data card's YAML header (test-perturbed -> test_perturbed)
+    # the folder itself, through the data card's YAML header (val -> validation, test-perturbed -> test_perturbed)
     dd = datasets.load_dataset(str(work.path("shards")), cache_dir=str(work.path(".hf-cache2")))
-    assert set(dd) == {"train", "val", "test", "test_perturbed"}
+    assert set(dd) == {"train", "validation", "test", "test_perturbed"}
     assert dd["test_perturbed"].num_rows == len(expected_originals()["test"]) * 8
-    assert np.asarray(dd["val"][0]["image"]).shape == (256, 256, 3)
+    assert np.asarray(dd["validation"][0]["image"]).shape == (256, 256, 3)
 
 
 def test_originals_pass_through_and_aug_params_replay(built):
@@ -331,7 +332,7 @@ def test_changed_upstream_or_params_redo_the_shards(tmp_path):
     assert _file_digests(work) != old
     info = json.loads(work.path(shards.INFO).read_text())
     assert info["upstream"]["split"] == work.state("split")["fingerprint"]
-    on_disk = {f"{p.parent.name}/{p.name}" for p in work.path("shards").rglob("part-*.parquet")}
+    on_disk = {p.relative_to(work.path("shards")).as_posix() for p in work.path("shards").rglob("part-*.parquet")}
     assert on_disk == {f["path"] for s in info["splits"].values() for f in s["files"]}
 
 
@@ -362,7 +363,7 @@ def test_dataset_info_counts_match_the_shards(built):
     assert d["status no_face"] == sum(v[5] > 3 for v in VIDEOS) and d["status decode_error"] == 1
     assert d["duplicate (dedupe kept=false)"] == 1 and d["no split (video unassigned)"] == 3
     card = work.path(shards.CARD).read_text()
-    assert card.startswith("---\nconfigs:") and "test_perturbed" in card
+    assert card.startswith("---\n") and "\nconfigs:\n" in card.split("\n---\n")[0] and "test_perturbed" in card
     table = [line.split() for line in card.split("## Rows per split")[1].split("## Augmentations")[0].splitlines()
              if line.split() and line.split()[0] in info["splits"]]
     want = Counter()
@@ -493,3 +494,152 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     clean = build_upstream(tmp_path / "clean")
     shards.run(clean, params, workers=1)
     assert _file_digests(work) == _file_digests(clean)
+
+
+# --- the shards folder as a Hugging Face dataset repository, read with no mesodata code -------------
+_HF_SPLIT = {"train": "train", "val": "validation", "test": "test", "test-perturbed": "test_perturbed"}
+
+
+def _expected_rows(work: Work) -> dict[str, Counter]:
+    """Per Hugging Face split: Counter of (video_id, label), from split.parquet and the fixture's labels."""
+    split_of = dict(zip(*pq.read_table(work.path("split.parquet"), columns=["video_id", "split"]).to_pydict().values()))
+    label_of = {v[0]: v[2] for v in VIDEOS}
+    n_train, n_pert = 1 + len(augment.load_preset("paper")["train"]), len(augment.load_preset("paper")["perturb"])
+    out: dict[str, Counter] = {s: Counter() for s in _HF_SPLIT.values()}
+    for split, pairs in expected_originals().items():
+        assert {split_of[v] for v, _ in pairs} == {split}
+        for vid, _ in pairs:
+            out[_HF_SPLIT[split]][(vid, label_of[vid])] += n_train if split == "train" else 1
+            if split == "test":
+                out["test_perturbed"][(vid, label_of[vid])] += n_pert
+    return out
+
+
+def test_shards_folder_is_a_dataset_repository_every_reader_takes(built):
+    """datasets (the folder, not the parquet builder), pandas, pyarrow, polars and DuckDB read every
+    row; counts and labels match split.parquet, the label is a ClassLabel [real, fake]."""
+    datasets = pytest.importorskip("datasets")
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    work, _ = built
+    root, data = work.path("shards"), work.path("shards", "data")
+    want = _expected_rows(work)
+    n_all = sum(sum(c.values()) for c in want.values())
+    # the layout: data/<hf split>/part-*.parquet and nothing else there
+    assert sorted(p.name for p in data.iterdir()) == sorted(want)
+    assert all(p.suffix == ".parquet" and p.name.startswith("part-") for p in data.rglob("*") if p.is_file())
+    # Hugging Face: the folder as it stands, through the card's configs and dataset_info
+    dd = datasets.load_dataset(str(root), cache_dir=str(work.path(".hf-cache-repo")))
+    assert set(dd) == set(want)
+    for split, ds in dd.items():
+        assert ds.features["label"] == datasets.ClassLabel(names=["real", "fake"])
+        assert isinstance(ds.features["image"], datasets.Image)
+        assert Counter(zip(ds["video_id"], ds["label"])) == want[split], split
+    ex = dd["validation"][0]
+    assert ex["image"].size == (256, 256) and dd["validation"].features["label"].int2str(ex["label"]) in ("real", "fake")
+    assert ex["label"] == {v[0]: v[2] for v in VIDEOS}[ex["video_id"]]
+    # pandas and pyarrow on data/
+    df = pd.read_parquet(data, columns=["video_id", "label", "split"])
+    assert len(df) == n_all
+    assert Counter(zip(df["split"].map(_HF_SPLIT), df["video_id"], df["label"])) == Counter(
+        {(s, *k): n for s, c in want.items() for k, n in c.items()})
+    table = pads.dataset(data, format="parquet").to_table(columns=["video_id", "label"])
+    assert table.num_rows == n_all and Counter(zip(*table.to_pydict().values())) == sum(want.values(), Counter())
+    # polars and DuckDB, by glob
+    pl = pytest.importorskip("polars")
+    frame = pl.read_parquet(str(data / "**" / "*.parquet"), columns=["video_id", "label"])
+    assert frame.height == n_all and Counter(frame.iter_rows()) == sum(want.values(), Counter())
+    duckdb = pytest.importorskip("duckdb")
+    got = duckdb.sql(f"SELECT split, label, count(*) FROM read_parquet('{data}/**/*.parquet') GROUP BY ALL").fetchall()
+    per = Counter()
+    for split, c in want.items():
+        for (vid, label), n in c.items():
+            per[({v: k for k, v in _HF_SPLIT.items()}[split], label)] += n
+    assert {(s, lab): n for s, lab, n in got} == dict(per)
+
+
+def test_data_card_front_matter(built):
+    """The card's YAML: configs naming data/<split>/ files, features with the ClassLabel, split sizes,
+    licence notes and citations of every source held and of MesoNet."""
+    import yaml
+
+    work, state = built
+    card = work.path(shards.CARD).read_text()
+    head = yaml.safe_load(card.split("---\n")[1])
+    assert head["configs"] == [{"config_name": "default", "data_files": [
+        {"split": s, "path": f"data/{s}/*.parquet"} for s in ("train", "validation", "test", "test_perturbed")]}]
+    feats = {f["name"]: f["dtype"] for f in head["dataset_info"]["features"]}
+    assert feats["image"] == "image" and feats["label"] == {"class_label": {"names": {"0": "real", "1": "fake"}}}
+    assert list(feats) == [f.name for f in __import__("mesodata.pipeline.schema", fromlist=["load"]).load("shards")]
+    info = json.loads(work.path(shards.INFO).read_text())
+    assert {s["name"]: s["num_examples"] for s in head["dataset_info"]["splits"]} == {
+        _HF_SPLIT[s]: v["rows"] for s, v in info["splits"].items()}
+    assert head["task_categories"] == ["image-classification"] and head["license"] == "other"
+    body = card.split("\n---\n", 1)[1]
+    for needle in ("## Licences", "## How it was built", "afchar2018mesonet", "MesoNet"):
+        assert needle in body, needle
+    # the fixture's sources are not real ones: their licence line says so; real ones name their terms
+    assert "`srcA`: see the terms" in body
+    fake_info = {**info, "counts": [{**c, "source": s} for c, s in zip(info["counts"][:3], ("ff++", "celebdf", "dfdc"))]}
+    full = shards._card(fake_info)
+    for needle in ("FaceForensics Terms of Use", "Celeb-DF Terms of Use", "DFDC Terms of Use",
+                   "roessler2019faceforensicspp", "li2020celebdf", "dolhansky2020dfdc", "afchar2018mesonet"):
+        assert needle in full, needle
+
+
+def _make_v1(work: Work, params: dict) -> dict:
+    """Turn a finished run into what shards version 1 left: <split>/part-*.parquet, label int8
+    not null with a Value feature, state recorded under version 1."""
+    st = work.state("shards")
+    outputs = {}
+    for rel in [r for r in st["outputs"] if r.endswith(".parquet")]:
+        parts = Path(rel).parts  # shards/data/<hf split>/part-N.parquet
+        folder = {v: k for k, v in _HF_SPLIT.items()}[parts[2]]
+        t = pq.read_table(work.path(rel))
+        fields = [pa.field("label", pa.int8(), nullable=False) if f.name == "label" else f for f in t.schema]
+        feats = json.loads(t.schema.metadata[b"huggingface"])
+        feats["info"]["features"]["label"] = {"dtype": "int8", "_type": "Value"}
+        t = t.cast(pa.schema(fields)).replace_schema_metadata({**t.schema.metadata, b"huggingface": json.dumps(feats).encode()})
+        new_rel = f"shards/{folder}/{parts[3]}"
+        work.path(new_rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, work.path(new_rel), row_group_size=params["row_group_rows"])
+        outputs[new_rel] = None
+        work.path(rel).unlink()
+    import shutil
+    shutil.rmtree(work.path("shards", "data"))
+    stage = Stage("shards", "1", st["params"], tuple(st["upstream"]))
+    return work.record(stage, [*outputs, shards.INFO, shards.CARD, shards.REPORT], st["counts"])
+
+
+def test_a_version1_work_dir_is_read_then_migrated_in_place(tmp_path, caplog):
+    from mesodata.detector import data as detector_data
+
+    work = build_upstream(tmp_path / "w")
+    params = {**PARAMS, "augment": "none"}
+    st = shards.run(work, params, workers=1)
+    rows = {s: shards.read(work, s).num_rows for s in ("train", "val", "test")}
+    _make_v1(work, params)
+    # the old layout is still found, by the detector and by this module
+    for s in ("train", "val", "test"):
+        old = detector_data.shard_files(work.root, s)
+        assert old and all(f.parent == work.path("shards", s) for f in old)
+        assert detector_data.require_shards(work.root, s) == old
+        assert shards.read(work, s).num_rows == rows[s]
+    # rerun: migrated in place, nothing recomputed, said in a warning
+    with caplog.at_level("WARNING", logger="mesodata"):
+        st2 = shards.run(work, params, workers=1)
+    assert "migrating" in caplog.text and "data/<split>" in caplog.text
+    assert st2["counts"]["migrated"] == st["counts"]["shards"] and st2["counts"]["computed"] == 0
+    assert st2["fingerprint"] == st["fingerprint"] and st2["version"] == shards.VERSION
+    assert not any(work.path("shards", s).exists() for s in ("train", "val", "test"))
+    for s in ("train", "val", "test"):
+        new = detector_data.shard_files(work.root, s)
+        assert new and all(f.parent == work.path("shards", "data", _HF_SPLIT[s]) for f in new)
+        t = shards.read(work, s)
+        assert t.num_rows == rows[s] and t.schema.field("label").type == pa.int64()
+        assert json.loads(t.schema.metadata[b"huggingface"])["info"]["features"]["label"]["_type"] == "ClassLabel"
+    from mesodata.pipeline.verify import check_file
+    assert all(check_file(work, rel, rec) is None for rel, rec in st2["outputs"].items())
+    # and the next run is a no-op
+    assert shards.run(work, params, workers=1) == st2

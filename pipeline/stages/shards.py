@@ -1,9 +1,16 @@
-"""Stage: the benchmark as Parquet shards, `WORK/shards/<split>/part-NNNNN.parquet`.
+"""Stage: the benchmark as Parquet shards, `WORK/shards/data/<split>/part-NNNNN.parquet`.
 
 Rows shipped: face crops (faces status 'face') kept by dedupe, of videos the split assigned to
 train, val or test. Train gets each original plus its augmented copies (the preset's `train`
 list; the paper's eight by default); val and test stay clean; with `perturb_test`, the preset's
-`perturb` copies of every test crop go to `test-perturbed/`.
+`perturb` copies of every test crop go to `test_perturbed/`.
+
+`WORK/shards/` is a Hugging Face dataset repository as it stands: `README.md` (the data card, whose
+YAML header lists the split files and the features, `label` a `ClassLabel` [real, fake]) and the
+Parquet files under `data/`, one folder per split under its Hugging Face name (`train`,
+`validation`, `test`, `test_perturbed`; the rows' `split` column keeps mesodata's names `train`,
+`val`, `test`, `test-perturbed`). Uploading the folder publishes it; `pd.read_parquet(".../data")`,
+pyarrow, polars and DuckDB read it as it is.
 
 The plan comes first and is deterministic: videos (in chunks, when a video alone would outgrow
 its share) are spread over a split's shards in a seeded order, largest first onto the lightest
@@ -14,9 +21,13 @@ byte-identical shards whatever the worker count; a killed run redoes only missin
 finished one is a no-op.
 
 Each file has the schema of `schemas/shards.yaml`, row groups of `row_group_rows` rows and the
-Hugging Face feature metadata, so `datasets.load_dataset("parquet", ...)` decodes `image`.
-`WORK/shards/dataset_info.json` and `README.md` (a data card whose YAML header maps the folders
-to Hugging Face splits) give the counts, the parameters and the upstream fingerprints.
+Hugging Face feature metadata, so `datasets.load_dataset("parquet", ...)` decodes `image` and sees
+`label` as a `ClassLabel`. `WORK/shards/dataset_info.json` and `README.md` give the counts, the
+parameters and the upstream fingerprints.
+
+Version 1 wrote `WORK/shards/<split>/part-NNNNN.parquet` with `label` a plain int8; `run` migrates
+such a finished work dir in place (the files are rewritten with the new metadata under `data/`,
+no crop is decoded or augmented again) and says so.
 """
 
 from __future__ import annotations
@@ -40,10 +51,10 @@ from ..runner import Stage, Unit, Work, map_units, part_name, read_parts, summar
 
 log = logging.getLogger("mesodata")
 
-__all__ = ["run", "plan", "read", "shard_files", "hf_features", "DEFAULTS", "SPLITS"]
+__all__ = ["run", "plan", "read", "shard_files", "hf_features", "hf_split", "DEFAULTS", "SPLITS", "FOLDERS"]
 
 NAME = "shards"
-VERSION = "1"
+VERSION = "2"  # 2: data/<Hugging Face split>/ layout, label a ClassLabel, full data card
 UPSTREAM = ("faces", "dedupe", "split")
 OUT_DIR = "shards"
 INFO = f"{OUT_DIR}/dataset_info.json"
@@ -51,6 +62,10 @@ CARD = f"{OUT_DIR}/README.md"
 REPORT = "reports/shards.json"  # the same as INFO, where every stage's report is
 SPLITS = ("train", "val", "test")
 PERTURBED = "test-perturbed"
+DATA_DIR = f"{OUT_DIR}/data"
+# mesodata's split name -> its folder under data/, the Hugging Face split name (\w+ only)
+FOLDERS = {"train": "train", "val": "validation", "test": "test", PERTURBED: "test_perturbed"}
+LABEL_NAMES = ("real", "fake")  # ClassLabel names: index 0 = real, 1 = fake, as the label column
 DEFAULTS: dict[str, Any] = {
     "shard_size": 256 * 1024 * 1024,  # target bytes per shard file
     "augment": "paper",               # "paper", "none" or a YAML/JSON preset file
@@ -70,6 +85,8 @@ def hf_features() -> dict:
     for f in schema.load(NAME):
         if f.name == "image":
             feats[f.name] = {"_type": "Image"}
+        elif f.name == "label":
+            feats[f.name] = {"names": list(LABEL_NAMES), "_type": "ClassLabel"}
         else:
             feats[f.name] = {"dtype": str(f.type), "_type": "Value"}
     return feats
@@ -245,7 +262,7 @@ def plan(work: Work, params: dict) -> tuple[Stage, list[Unit], dict]:
         for k, originals in enumerate(shards):
             out_rows = [(*recs[i][:8], aug) for i in originals for aug in copies]
             random.Random(f"{p['seed']}:{folder}:{k}").shuffle(out_rows)
-            rel = f"{OUT_DIR}/{folder}/part-{k:05d}.parquet"
+            rel = f"{DATA_DIR}/{FOLDERS[folder]}/part-{k:05d}.parquet"
             units.append(Unit(rel, {
                 "out": work.path(rel), "rel": rel, "split": folder, "rows": out_rows,
                 "specs": {a: specs[a] for a in copies if a is not None}, "seed": p["seed"],
@@ -337,21 +354,30 @@ def _write_shard(payload: dict) -> pa.Table:
     target = schema.load(NAME)
     table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in target})
     table = schema.conform(table, NAME)
-    table = table.replace_schema_metadata({**table.schema.metadata, b"huggingface": _hf_metadata()})
+    _write_table(table, payload["out"], payload["row_group_rows"])
+    return _shard_summary(payload["rel"], payload["split"], table, storage.size(payload["out"]))
+
+
+def _write_table(table: pa.Table, out, row_group_rows: int) -> None:
+    """One shard file, atomically: the Hugging Face features in its metadata, images stored as is."""
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"huggingface": _hf_metadata()})
     small = [c for c in table.column_names if c != "image"] + ["image.path"]
-    with atomic.atomic_path(payload["out"]) as tmp:
-        pq.write_table(table, tmp, row_group_size=payload["row_group_rows"],
+    with atomic.atomic_path(out) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_rows,
                        compression={**{c: "zstd" for c in small}, "image.bytes": "none"},
                        use_dictionary=small, write_statistics=small)
         os.chmod(tmp, 0o644)  # a dataset others read (mkstemp makes 0600)
-    size = storage.size(payload["out"])
+
+
+def _shard_summary(rel: str, split: str, table: pa.Table, size: int) -> pa.Table:
+    """A shard's rows per (source, label, method, augmentation): what the data card is made from."""
     counts = defaultdict(int)
     for key in zip(table["source"].to_pylist(), table["label"].to_pylist(), table["method"].to_pylist(),
                    table["augmentation"].to_pylist()):
         counts[key] += 1
     items = sorted(counts.items())
     return pa.table({
-        "shard": [payload["rel"]] * len(items), "split": [payload["split"]] * len(items),
+        "shard": [rel] * len(items), "split": [split] * len(items),
         "source": [k[0] for k, _ in items], "label": pa.array([k[1] for k, _ in items], pa.int8()),
         "method": [k[2] for k, _ in items], "augmentation": [k[3] for k, _ in items],
         "rows": pa.array([n for _, n in items], pa.int64()),
@@ -373,11 +399,18 @@ def run(work: Work, params: dict, *, workers: int = 1, executor=None) -> dict:
         log.info("shards: up to date (%d rows in %d files), nothing to do",
                  st["counts"]["rows"], st["counts"]["shards"])
         return st
+    migrated = _migrate_v1(work, stage)
+    if migrated is not None:
+        return migrated
     fp = work.fingerprint(stage)
     stage, units, info = plan(work, params)
+    if _old_layout(work):
+        log.warning("shards: %s holds shards in the layout of shards version 1 (<split>/part-*.parquet) "
+                    "made with other inputs or parameters: replacing them with new shards under data/",
+                    work.path(OUT_DIR))
     work.parts_dir(stage, fp, where=OUT_DIR)  # emptied when it holds another fingerprint's shards
     parts = work.parts_dir(stage, fp)
-    for tmp in work.path(OUT_DIR).glob("*/.part-*.tmp"):  # left by a killed run (one build per work dir)
+    for tmp in work.path(DATA_DIR).glob("*/.part-*.tmp"):  # left by a killed run (one build per work dir)
         tmp.unlink(missing_ok=True)
     for u in units:  # a part whose shard has gone would be skipped: drop it so the shard is redone
         if not u.payload["out"].exists():
@@ -396,6 +429,60 @@ def run(work: Work, params: dict, *, workers: int = 1, executor=None) -> dict:
     counts = {"rows": dataset_info["rows"], "shards": len(units), **summarize(results),
               **{f"rows_{s}": v["rows"] for s, v in dataset_info["splits"].items()}}
     return work.record(stage, [u.key for u in units] + [INFO, CARD, REPORT], counts)
+
+
+# --- migrating a version-1 work dir ----------------------------------------------------------------
+_V1_FOLDERS = ("train", "val", "test", PERTURBED)
+
+
+def _old_layout(work: Work) -> list:
+    return [f for folder in _V1_FOLDERS for f in sorted(work.path(OUT_DIR, folder).glob("part-*.parquet"))]
+
+
+def _migrate_v1(work: Work, stage: Stage) -> dict | None:
+    """A finished version-1 run with the same parameters and upstream: move its shards to
+    data/<split>/ with the ClassLabel metadata (no crop decoded again), write the new card, record
+    the stage. None when there is nothing of the kind to migrate."""
+    st = work.state(NAME)
+    if not st or st.get("version") != "1" or st.get("params") != stage.params:
+        return None
+    old_stage = Stage(NAME, "1", st["params"], tuple(st.get("upstream", UPSTREAM)))
+    if not work.is_fresh(old_stage):
+        return None
+    try:
+        old_info = json.loads(work.path(INFO).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    files = [rel for rel in st["outputs"] if rel.endswith(".parquet") and Path(rel).parts[1] in _V1_FOLDERS]
+    if not files:
+        return None
+    log.warning("shards: migrating %s in place from the layout of shards version 1 (<split>/part-*.parquet, "
+                "label a plain int8) to a Hugging Face dataset repository (data/<split>/part-*.parquet, "
+                "label a ClassLabel); %d files, no crop is decoded again", work.path(OUT_DIR), len(files))
+    fp = work.fingerprint(stage)
+    p = {**old_info["params"], **{k: v for k, v in st["params"].items() if k != "augment"}}
+    summaries, units = [], []
+    for rel in files:
+        folder, name = Path(rel).parts[1], Path(rel).name
+        new_rel = f"{DATA_DIR}/{FOLDERS[folder]}/{name}"
+        table = schema.conform(storage.read_table(work.path(rel)).replace_schema_metadata(None), NAME)
+        _write_table(table, work.path(new_rel), p["row_group_rows"])
+        summaries.append(_shard_summary(new_rel, folder, table, storage.size(work.path(new_rel))))
+        units.append(new_rel)
+    for folder in _V1_FOLDERS:
+        if work.path(OUT_DIR, folder).exists():
+            storage.remove_tree(work.path(OUT_DIR, folder))
+    atomic.write_bytes(work.path(OUT_DIR, "_fingerprint"), fp.encode())
+    info = {**old_info["selection"], "estimated_image_bytes": old_info["sizing"]["estimated_bytes_per_image"],
+            "preset": old_info["augmentations"], "params": p}
+    dataset_info = _dataset_info(work, stage, fp, info, pa.concat_tables(summaries))
+    atomic.write_json(work.path(INFO), dataset_info)
+    atomic.write_json(work.path(REPORT), dataset_info)
+    atomic.write_bytes(work.path(CARD), _card(dataset_info).encode())
+    counts = {"rows": dataset_info["rows"], "shards": len(units), "units": len(units), "computed": 0,
+              "resumed": 0, "migrated": len(units),
+              **{f"rows_{s}": v["rows"] for s, v in dataset_info["splits"].items()}}
+    return work.record(stage, units + [INFO, CARD, REPORT], counts)
 
 
 def _dataset_info(work: Work, stage: Stage, fp: str, info: dict, summary: pa.Table | None) -> dict:
@@ -434,34 +521,174 @@ def _dataset_info(work: Work, stage: Stage, fp: str, info: dict, summary: pa.Tab
     }
 
 
-def _hf_split(folder: str) -> str:
-    return folder.replace("-", "_")  # Hugging Face split names are \w+ only
+def hf_split(split: str) -> str:
+    """mesodata's split name -> the Hugging Face split (and folder under data/) it is published as."""
+    return FOLDERS.get(split, split.replace("-", "_"))  # Hugging Face split names are \w+ only
+
+
+# Per source: the terms it comes under and the papers to cite (data card).
+_SOURCES = {
+    "ff++": ("FaceForensics++ (with DeepFakeDetection and FaceShifter)",
+             "FaceForensics Terms of Use: access on request, non-commercial research and education only, "
+             "no redistribution of the data; the source videos remain their owners' (YouTube, the DFD actors' "
+             "consent by Google/Jigsaw).", ("roessler2019faceforensicspp",)),
+    "celebdf": ("Celeb-DF v2",
+                "Celeb-DF Terms of Use: access on request, non-commercial research only, no redistribution; "
+                "the videos are of public figures from YouTube, who keep their rights.", ("li2020celebdf",)),
+    "dfdc": ("DFDC (preview and/or full release)",
+             "DFDC Terms of Use (Meta / the Kaggle competition data licence): research use, no redistribution "
+             "outside it; every subject is a paid, consenting actor.", ("dolhansky2020dfdc", "dolhansky2019dfdc")),
+}
+_BIBTEX = {
+    "roessler2019faceforensicspp": """@inproceedings{roessler2019faceforensicspp,
+  author    = {Andreas R{\\"o}ssler and Davide Cozzolino and Luisa Verdoliva and Christian Riess and Justus Thies and Matthias Nie{\\ss}ner},
+  title     = {FaceForensics++: Learning to Detect Manipulated Facial Images},
+  booktitle = {IEEE/CVF International Conference on Computer Vision (ICCV)},
+  year      = {2019}
+}""",
+    "li2020celebdf": """@inproceedings{li2020celebdf,
+  author    = {Yuezun Li and Xin Yang and Pu Sun and Honggang Qi and Siwei Lyu},
+  title     = {Celeb-DF: A Large-Scale Challenging Dataset for DeepFake Forensics},
+  booktitle = {IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2020}
+}""",
+    "dolhansky2020dfdc": """@article{dolhansky2020dfdc,
+  author  = {Brian Dolhansky and Joanna Bitton and Ben Pflaum and Jikuo Lu and Russ Howes and Menglin Wang and Cristian Canton Ferrer},
+  title   = {The DeepFake Detection Challenge (DFDC) Dataset},
+  journal = {arXiv preprint arXiv:2006.07397},
+  year    = {2020}
+}""",
+    "dolhansky2019dfdc": """@article{dolhansky2019dfdc,
+  author  = {Brian Dolhansky and Russ Howes and Ben Pflaum and Nicole Baram and Cristian Canton Ferrer},
+  title   = {The Deepfake Detection Challenge (DFDC) Preview Dataset},
+  journal = {arXiv preprint arXiv:1910.08854},
+  year    = {2019}
+}""",
+    "afchar2018mesonet": """@inproceedings{afchar2018mesonet,
+  author    = {Darius Afchar and Vincent Nozick and Junichi Yamagishi and Isao Echizen},
+  title     = {MesoNet: a Compact Facial Video Forgery Detection Network},
+  booktitle = {IEEE International Workshop on Information Forensics and Security (WIFS)},
+  year      = {2018}
+}""",
+}
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "10M<n<100M"
+
+
+def _yaml_features() -> str:
+    """The card's `dataset_info.features`, in Hugging Face's YAML form (the same as the files' metadata)."""
+    lines = []
+    for name, feat in hf_features().items():
+        lines.append(f"  - name: {name}")
+        if feat["_type"] == "Image":
+            lines.append("    dtype: image")
+        elif feat["_type"] == "ClassLabel":
+            lines.append("    dtype:\n      class_label:\n        names:")
+            lines += [f"          '{i}': {n}" for i, n in enumerate(feat["names"])]
+        else:
+            lines.append(f"    dtype: {feat['dtype']}")
+    return "\n".join(lines)
 
 
 def _card(info: dict) -> str:
     from ..report import format_table
 
-    yaml_splits = "\n".join(f"  - split: {_hf_split(s)}\n    path: \"{s}/part-*.parquet\"" for s in info["splits"])
-    split_rows = [{"split": s, "rows": v["rows"], "shards": v["shards"], "MB": round(v["bytes"] / 1e6, 1)}
-                  for s, v in info["splits"].items()]
+    yaml_splits = "\n".join(f"  - split: {hf_split(s)}\n    path: \"data/{hf_split(s)}/*.parquet\""
+                            for s in info["splits"])
+    yaml_sizes = "\n".join(f"  - name: {hf_split(s)}\n    num_bytes: {v['bytes']}\n    num_examples: {v['rows']}"
+                           for s, v in info["splits"].items())
+    total_bytes = sum(v["bytes"] for v in info["splits"].values())
+    split_rows = [{"split": s, "folder": f"data/{hf_split(s)}", "rows": v["rows"], "shards": v["shards"],
+                   "MB": round(v["bytes"] / 1e6, 1)} for s, v in info["splits"].items()]
     aug_lines = "\n".join(f"- `{a['name']}`: " + ", ".join(f"{k}={v}" for k, v in a.items() if k != "name")
                           for a in info["augmentations"]["train"]) or "- none"
     pert_lines = "\n".join(f"- `{a['name']}`: " + ", ".join(f"{k}={v}" for k, v in a.items() if k != "name")
                            for a in info["augmentations"]["perturb"]) if PERTURBED in info["splits"] else ""
     dropped = ", ".join(f"{k}: {v}" for k, v in info["selection"]["dropped"].items() if v) or "none"
     p = info["params"]
+    held = sorted({c["source"] for c in info["counts"]})
+    licence_lines = "\n".join(
+        f"- **{_SOURCES[s][0]}** (`source` = `{s}`): {_SOURCES[s][1]}" if s in _SOURCES
+        else f"- `{s}`: see the terms of the dataset it comes from." for s in held)
+    cites = [k for s in held if s in _SOURCES for k in _SOURCES[s][2]] + ["afchar2018mesonet"]
+    bibtex = "\n\n".join(_BIBTEX[k] for k in dict.fromkeys(cites))
+    tags = "\n".join(f"- {t}" for t in ["deepfake-detection", "face-forgery", "mesodata", *held])
     return f"""---
+pretty_name: mesodata leak-free face-crop deepfake benchmark
+license: other
+license_name: per-source-terms
+task_categories:
+- image-classification
+tags:
+{tags}
+size_categories:
+- {_size_category(info['rows'])}
 configs:
 - config_name: default
   data_files:
 {yaml_splits}
+dataset_info:
+  features:
+{_yaml_features()}
+  splits:
+{yaml_sizes}
+  download_size: {total_bytes}
+  dataset_size: {total_bytes}
 ---
 # mesodata face-crop benchmark
 
-256x256 face crops with labels (1 = fake, 0 = real), one row per image, in Parquet shards
-(`<split>/part-NNNNN.parquet`, schema `schemas/shards.yaml`, Hugging Face `Image` feature).
-Load with `datasets.load_dataset("parquet", data_files="train/*.parquet")`, or this folder
-(the split `test-perturbed` is called `test_perturbed` there), or any Parquet reader.
+256x256 face crops labelled real or fake, one row per image, cut from the deepfake video datasets
+listed below by mesodata and split so that no identity, source clip or
+duplicate crosses splits. `label` is a class label: **0 = real, 1 = fake**.
+
+This folder is a Hugging Face dataset repository as it stands:
+
+```python
+import datasets
+ds = datasets.load_dataset("path/to/this/folder")       # splits {", ".join(hf_split(s) for s in info["splits"])}
+ds["train"][0]["image"]                                  # a PIL image; ds["train"].features["label"].names == ["real", "fake"]
+```
+
+Any Parquet reader takes `data/` (`pd.read_parquet("data")`, `pyarrow.dataset.dataset("data")`,
+`polars.read_parquet("data/**/*.parquet")`, DuckDB `FROM 'data/**/*.parquet'`). To publish it,
+upload the folder as it is, e.g. `hf upload YOUR_NAME/DATASET_NAME . --repo-type dataset` (mind the
+licences below: most allow no redistribution, so keep such a repository private or gated).
+
+## Layout and columns
+
+`data/<split>/part-NNNNN.parquet`, schema `schemas/shards.yaml` of mesodata, row groups of
+{p['row_group_rows']} rows, the Hugging Face features in each file's metadata. The folders use Hugging
+Face's split names; the `split` column keeps mesodata's (`val` is published as `validation`,
+`test-perturbed` as `test_perturbed`).
+
+| column | |
+|---|---|
+| `image` | the crop, PNG bytes (Hugging Face `Image`) |
+| `label` | `ClassLabel` [real, fake]: 0 = real, 1 = fake |
+| `source`, `method` | the dataset (`ff++`, `celebdf`, `dfdc`) and its manipulation method or real subset |
+| `video_id`, `frame_index` | the video (`<source>/<path in the dataset>`) and the 0-based frame the crop is from |
+| `group` | the leak-free unit the split kept whole (identities, source clips, duplicate clusters) |
+| `split` | `train`, `val`, `test` or `test-perturbed` |
+| `augmentation`, `aug_params` | `none` for an original, else the transform and its exact parameters (JSON) |
+
+## How it was built
+
+1. A manifest of every video of the sources held, with its label (1 = fake), method, compression
+   and identity links, checked against each release's metadata.
+2. Evenly spaced frames of each video; the largest Viola-Jones (OpenCV Haar cascade) face, cut as a
+   square with a margin and resized to 256x256; a dlib HOG check of each crop.
+3. Exact (pixel hash) and near duplicates (pHash) found across the whole benchmark; one crop of each
+   cluster kept.
+4. Whole groups (identity and source-clip links of every source joined with the duplicate clusters)
+   assigned to train/val/test per source x label x method stratum, so that nothing leaks across splits.
+5. Train gets each original plus the augmented copies below; val and test are clean
+   {"(test_perturbed: perturbed copies of every test crop)" if PERTURBED in info["splits"] else ""}.
 
 Fingerprint `{info['fingerprint'][:16]}`; seed {p['seed']}, augment `{p['augment']}`,
 perturb_test {p['perturb_test']}, shard_size {p['shard_size']} bytes, {p['row_group_rows']} rows per row group.
@@ -469,7 +696,7 @@ Upstream: {", ".join(f"{k} `{(v or '')[:16]}`" for k, v in info['upstream'].item
 
 ## Splits
 
-{format_table(split_rows, ["split", "rows", "shards", "MB"])}
+{format_table(split_rows, ["split", "folder", "rows", "shards", "MB"])}
 
 ## Rows per split, source and label
 
@@ -485,11 +712,26 @@ test are clean. Each copy's `aug_params` column holds the exact parameters and i
 a hash of (seed, video_id, frame_index, transform name).
 
 {aug_lines}
-{f"{chr(10)}test-perturbed holds these copies of every test crop (no originals):{chr(10)}{chr(10)}{pert_lines}{chr(10)}" if pert_lines else ""}
+{f"{chr(10)}test_perturbed holds these copies of every test crop (no originals):{chr(10)}{chr(10)}{pert_lines}{chr(10)}" if pert_lines else ""}
 ## Selection
 
 {info['selection']['faces_rows']} face rows upstream, {info['selection']['selected']} shipped as originals.
 Left out: {dropped}.
+
+## Licences
+
+The crops are derived from the datasets below and stay under their terms; mesodata's own licence
+(MIT) covers the code, not this data. Whoever holds this folder must be entitled to each source.
+
+{licence_lines}
+
+## Citation
+
+Cite the datasets the crops come from and the method this benchmark was made for:
+
+```bibtex
+{bibtex}
+```
 """
 
 
@@ -513,13 +755,15 @@ def _print_report(info: dict) -> None:
 
 # --- reading back ----------------------------------------------------------------------------------
 def shard_files(work: Work, split: str) -> list[Path]:
-    """The shard files of `split`, in order; [] when there are none."""
-    return sorted(work.path(OUT_DIR, split).glob("part-*.parquet"))
+    """The shard files of `split` (mesodata's name: train, val, test, test-perturbed), in order;
+    [] when there are none. A version-1 work dir's `shards/<split>/` is read when `data/` has none."""
+    files = sorted(work.path(DATA_DIR, hf_split(split)).glob("part-*.parquet"))
+    return files or sorted(work.path(OUT_DIR, split).glob("part-*.parquet"))
 
 
 def read(work: Work, split: str, columns: list[str] | None = None) -> pa.Table:
     """All rows of one split (all columns unless `columns`), in shard order."""
     files = shard_files(work, split)
     if not files:
-        raise UserError(f"no {split!r} shards under {work.path(OUT_DIR)}: run `mesodata split` first")
+        raise UserError(f"no {split!r} shards under {work.path(DATA_DIR)}: run `mesodata split` first")
     return pa.concat_tables([storage.read_table(f, columns=columns) for f in files])
