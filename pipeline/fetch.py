@@ -13,7 +13,12 @@ with one status, and all of them go to `WORK/reports/fetch.json`:
     done              downloaded in one piece
     resumed           completed from a `.part` (a previous run's or one broken in this run)
     skipped-complete  already on disk and complete
-    failed            not downloaded; `reason` says why
+    failed            not downloaded (or an archive refused); `reason` says why
+
+Links as users receive them: a Google Drive link to a large file answers with a page asking to
+confirm the download, which is followed as a browser would (Drive hosts only); a 429 or 503 with
+`Retry-After` waits as long as the server asks; a verified archive (zip, tar, tar.gz) is extracted
+beside itself, once, into the layout `mesodata build` reads (pipeline.archives).
 """
 
 from __future__ import annotations
@@ -31,15 +36,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import numpy as np
 import requests
 import urllib3
 
-from . import atomic
+from . import archives, atomic
 from .errors import UserError
 
 __all__ = [
@@ -78,6 +85,9 @@ _NO_MASKS = {"original", "actors", "FaceShifter"}
 
 CHUNK = 1 << 16
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+MAX_RETRY_AFTER = 600.0  # seconds: a longer Retry-After is capped (the run would look hung)
+# Hosts whose HTML "confirm this download" page is followed (Google Drive's large-file warning).
+DRIVE_HOSTS = frozenset({"drive.google.com", "docs.google.com", "drive.usercontent.google.com"})
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HTML_SNIFF = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")
@@ -117,6 +127,7 @@ class FileResult:
     reason: str | None = None
     attempts: int = 0
     resumed_from: int | None = None
+    extracted: int | None = None  # files an archive yielded in this run (0: extracted before)
 
 
 @dataclass
@@ -145,6 +156,9 @@ class FetchReport:
         line = (f"fetched {got} files ({_human(self.bytes)} in {self.seconds:.1f} s, "
                 f"{_human(rate)}/s), {c.get('skipped-complete', 0)} already complete, "
                 f"{c.get('failed', 0)} failed")
+        unpacked = [f for f in self.files if f.extracted]
+        if unpacked:
+            line += f", {len(unpacked)} archives extracted ({sum(f.extracted for f in unpacked)} files)"
         if self.failed:
             line += f"; see {self.path}"
         return line
@@ -381,7 +395,11 @@ def read_manifest(path: str | os.PathLike) -> list[Download]:
 
 # --- one file --------------------------------------------------------------------------------
 class _Retry(Exception):
-    """A transient failure: try again after a pause."""
+    """A transient failure: try again after a pause (`wait` seconds when the server said so)."""
+
+    def __init__(self, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
 
 
 class _Fail(Exception):
@@ -401,6 +419,7 @@ class _Options:
     retries: int
     retry_wait: float
     timeout: float
+    extract: bool = True
 
 
 def _sha256(path: Path) -> str:
@@ -429,6 +448,64 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     start = int(m.group(1)) if m.group(1) else None
     total = int(m.group(2)) if m.group(2) != "*" else None
     return start, total
+
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def _content_type(resp: requests.Response) -> str:
+    return resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return min(max(0.0, (when - datetime.now(timezone.utc)).total_seconds()), MAX_RETRY_AFTER)
+
+
+class _ConfirmPage(HTMLParser):
+    """The parts of Drive's confirm page a browser acts on: its download form, confirm links."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, dict[str, str]]] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and a.get("method", "get").lower() == "get":
+            self.forms.append((a.get("action", ""), {}))
+        elif tag == "input" and self.forms and a.get("name") and a.get("type", "").lower() == "hidden":
+            self.forms[-1][1][a["name"]] = a.get("value", "")
+        elif tag == "a" and "confirm=" in a.get("href", ""):
+            self.links.append(a["href"])
+
+
+def drive_confirm_url(url: str, page: str, cookies: dict[str, str]) -> str | None:
+    """The URL a browser goes to from Drive's "can't scan this file for viruses" page: its form
+    submitted with its hidden fields, else a link carrying `confirm=`, else the page's own URL with
+    the `download_warning` cookie's token. Only ever a URL on a Drive host; None when there is none."""
+    parser = _ConfirmPage()
+    parser.feed(page)
+    candidates = [urljoin(url, action) + "?" + urlencode(fields)
+                  for action, fields in parser.forms if "confirm" in fields or "id" in fields]
+    candidates += [urljoin(url, href) for href in parser.links]
+    token = next((v for k, v in cookies.items() if k.startswith("download_warning")), None)
+    if token:
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "confirm"] + [("confirm", token)]
+        candidates.append(urlunsplit(parts._replace(query=urlencode(query))))
+    return next((c for c in candidates if urlsplit(c).hostname in DRIVE_HOSTS), None)
 
 
 def _looks_like_html(first: bytes) -> bool:
@@ -461,8 +538,9 @@ def _already_complete(final: Path, item: Download, session: requests.Session,
     except requests.RequestException:
         return True
     length = resp.headers.get("Content-Length")
-    if resp.status_code != 200 or length is None or not length.isdigit():
-        return True
+    if resp.status_code != 200 or length is None or not length.isdigit() \
+            or (_content_type(resp) in _HTML_TYPES and not _expects_html(item.path)):
+        return True  # no size to compare (a confirm or error page answers for the file)
     return size == int(length)
 
 
@@ -477,6 +555,8 @@ class _Transfer:
         self.resumed_from: int | None = None
         self.total: int | None = None
         self.written = 0  # body bytes of the current request
+        self.url = item.url  # becomes the confirmed URL once a Drive confirm page was followed
+        self.confirmed = False
 
     def request(self) -> int | None:
         """One GET, appending to the `.part`; returns the file's total size when known."""
@@ -487,47 +567,64 @@ class _Transfer:
         headers = {"Accept-Encoding": "identity"}  # byte counts must match the file's
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        with self.session.get(self.item.url, headers=headers, stream=True,
+        with self.session.get(self.url, headers=headers, stream=True,
                               timeout=self.opts.timeout) as resp:
-            if resp.status_code == 416 and offset:
-                _, total = _content_range(resp.headers.get("Content-Range"))
-                if total == offset:
-                    self.resumed_from = offset
-                    return total  # the .part already holds the whole file
-                self.part.unlink()
-                raise _Retry(f"server refused to resume at byte {offset}; starting over")
-            if resp.status_code in RETRY_STATUSES:
-                raise _Retry(f"HTTP {resp.status_code} {resp.reason}")
-            if resp.status_code not in (200, 206):
-                raise _Fail(f"HTTP {resp.status_code} {resp.reason}")
-            ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if ctype in ("text/html", "application/xhtml+xml") \
-                    and not _expects_html(self.item.path):
-                raise _Fail(f"server sent an HTML page ({ctype}) instead of the file; "
-                            f"the link may need a login or has expired")
-            length = resp.headers.get("Content-Length")
-            body = int(length) if length and length.isdigit() else None
-            if resp.status_code == 206:
-                start, total = _content_range(resp.headers.get("Content-Range"))
-                if start != offset:
-                    raise _Fail(f"server resumed at byte {start}, asked for {offset}")
-                mode = "ab"
-            else:  # a full body: a fresh start, or a server that ignores Range
-                start, total, mode = 0, body, "wb"
-            if total is not None and self.item.size is not None and total != self.item.size:
-                raise _Fail(f"size mismatch: server reports {total} bytes, "
-                            f"manifest says {self.item.size}")
-            if total is not None and self.total is not None and total != self.total:
-                raise _Fail(f"size changed between requests: {self.total} then {total} bytes")
-            self.total = total if total is not None else self.total
-            if start:
-                self.resumed_from = start if self.resumed_from is None else self.resumed_from
-            self.progress.expect(self.item.path, (total - start) if total is not None else None)
-            self.written = 0
-            try:
-                self._stream(resp, mode, sniff=(start == 0))
-            except _TRANSIENT as exc:
-                raise _Retry(self._cut_short(start, body, exc.__class__.__name__)) from exc
+            follow = self._confirm_page(resp)
+            if follow is None:
+                return self._receive(resp, offset)
+        log.debug("%s: following the download confirmation page", self.item.path)
+        self.url, self.confirmed = follow, True
+        return self.request()
+
+    def _confirm_page(self, resp: requests.Response) -> str | None:
+        """Where Drive's confirm page leads, when this answer is one (followed once per file)."""
+        if self.confirmed or resp.status_code != 200 or urlsplit(self.url).hostname not in DRIVE_HOSTS \
+                or _content_type(resp) not in _HTML_TYPES or _expects_html(self.item.path):
+            return None
+        page = resp.raw.read(1 << 20, decode_content=True).decode(resp.encoding or "utf-8", "replace")
+        return drive_confirm_url(self.url, page, resp.cookies.get_dict())
+
+    def _receive(self, resp: requests.Response, offset: int) -> int | None:
+        """Append the answer's body to the `.part` (or refuse the answer); the file's total size."""
+        if resp.status_code == 416 and offset:
+            _, total = _content_range(resp.headers.get("Content-Range"))
+            if total == offset:
+                self.resumed_from = offset
+                return total  # the .part already holds the whole file
+            self.part.unlink()
+            raise _Retry(f"server refused to resume at byte {offset}; starting over")
+        if resp.status_code in RETRY_STATUSES:
+            raise _Retry(f"HTTP {resp.status_code} {resp.reason}",
+                         wait=_retry_after(resp.headers.get("Retry-After")))
+        if resp.status_code not in (200, 206):
+            raise _Fail(f"HTTP {resp.status_code} {resp.reason}")
+        ctype = _content_type(resp)
+        if ctype in _HTML_TYPES and not _expects_html(self.item.path):
+            raise _Fail(f"server sent an HTML page ({ctype}) instead of the file; "
+                        f"the link may need a login or has expired")
+        length = resp.headers.get("Content-Length")
+        body = int(length) if length and length.isdigit() else None
+        if resp.status_code == 206:
+            start, total = _content_range(resp.headers.get("Content-Range"))
+            if start != offset:
+                raise _Fail(f"server resumed at byte {start}, asked for {offset}")
+            mode = "ab"
+        else:  # a full body: a fresh start, or a server that ignores Range
+            start, total, mode = 0, body, "wb"
+        if total is not None and self.item.size is not None and total != self.item.size:
+            raise _Fail(f"size mismatch: server reports {total} bytes, "
+                        f"manifest says {self.item.size}")
+        if total is not None and self.total is not None and total != self.total:
+            raise _Fail(f"size changed between requests: {self.total} then {total} bytes")
+        self.total = total if total is not None else self.total
+        if start:
+            self.resumed_from = start if self.resumed_from is None else self.resumed_from
+        self.progress.expect(self.item.path, (total - start) if total is not None else None)
+        self.written = 0
+        try:
+            self._stream(resp, mode, sniff=(start == 0))
+        except _TRANSIENT as exc:
+            raise _Retry(self._cut_short(start, body, exc.__class__.__name__)) from exc
         if body is not None and self.written < body:
             raise _Retry(self._cut_short(start, body, "body too short"))
         return total if total is not None else start + self.written
@@ -588,7 +685,7 @@ def _download(item: Download, root: Path, session: requests.Session, opts: _Opti
         return result
     if final.is_file() and _already_complete(final, item, session, opts):
         result.status, result.size = "skipped-complete", final.stat().st_size
-        return result
+        return _extract(final, result, opts)
     final.parent.mkdir(parents=True, exist_ok=True)
 
     transfer = _Transfer(item, part, session, opts, progress, stop)
@@ -607,7 +704,7 @@ def _download(item: Download, root: Path, session: requests.Session, opts: _Opti
                 result.reason = f"{exc} (gave up after {result.attempts} tries)"
                 break
             log.debug("retrying %s: %s", item.path, exc)
-            time.sleep(_backoff(max(failures, 1), opts.retry_wait))
+            time.sleep(exc.wait if exc.wait is not None else _backoff(max(failures, 1), opts.retry_wait))
             continue
         except _Fail as exc:
             result.reason = str(exc)
@@ -641,6 +738,24 @@ def _download(item: Download, root: Path, session: requests.Session, opts: _Opti
         break
     result.bytes = transfer.bytes
     result.resumed_from = transfer.resumed_from
+    return _extract(final, result, opts) if result.status != "failed" else result
+
+
+def _extract(final: Path, result: FileResult, opts: _Options) -> FileResult:
+    """Unpack a complete, verified archive beside itself (once); a refused archive fails the file."""
+    if not opts.extract or not archives.is_archive(final):
+        return result
+    try:
+        written = archives.extract(final)
+    except archives.ArchiveRefused as exc:
+        result.status, result.reason = "failed", f"archive refused, nothing extracted: {exc}"
+        return result
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise _DiskFull(final.parent) from exc
+        result.status, result.reason = "failed", f"cannot extract {final.name}: {exc.strerror or exc}"
+        return result
+    result.extracted = written or 0
     return result
 
 
@@ -733,8 +848,12 @@ def fetch(data_root: str | os.PathLike, work: str | os.PathLike | None = None, *
           compression: str = "c23", masks: bool = False, limit: int | None = None,
           accept_terms: bool = False, manifest: str | os.PathLike | None = None,
           connections: int = 4, retries: int = 5, retry_wait: float = 1.0,
-          timeout: float = 60.0, progress: bool | None = None) -> FetchReport:
+          timeout: float = 60.0, progress: bool | None = None, sources: Sequence[str] | None = None,
+          extract: bool = True) -> FetchReport:
     """Download FF++ from the user's server and/or the files of a download manifest.
+
+    `sources` (as `build --sources`) keeps only those datasets: the FF++ server for ff++, and the
+    manifest rows whose path lies in a source's folder. `extract` unpacks downloaded archives.
 
     Raises UserError for what the user must fix before anything can be fetched (no source, terms
     not accepted, a file list the server refuses, a bad manifest, a full disk). Failures of single
@@ -759,9 +878,14 @@ def fetch(data_root: str | os.PathLike, work: str | os.PathLike | None = None, *
             raise UserError(f"FaceForensics++ may be downloaded only under its terms of use, "
                             f"{terms}; read them, then rerun with --accept-terms")
 
+    if sources is not None:
+        sources = _check_sources(sources)
+        if ff_server is not None and "ff++" not in sources:
+            raise UserError(f"--ff-server fetches FaceForensics++, but --sources is {','.join(sources)}; "
+                            f"add ff++ to --sources or drop --ff-server")
     items: list[Download] = []
     if manifest is not None:
-        items += read_manifest(manifest)
+        items += _only_sources(read_manifest(manifest), sources)
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if ff_server is not None:
@@ -774,7 +898,7 @@ def fetch(data_root: str | os.PathLike, work: str | os.PathLike | None = None, *
     except OSError as exc:
         raise UserError(f"cannot create --data-root {root}: {exc.strerror or exc}") from exc
 
-    opts = _Options(retries=retries, retry_wait=retry_wait, timeout=timeout)
+    opts = _Options(retries=retries, retry_wait=retry_wait, timeout=timeout, extract=extract)
     results = _run(items, root, opts, connections, progress)
     seconds = time.monotonic() - started
 
@@ -802,6 +926,33 @@ def fetch(data_root: str | os.PathLike, work: str | os.PathLike | None = None, *
         raise UserError(f"{full.reason}; free some space and rerun: downloads continue from "
                         f"their .part files")
     return report
+
+
+def _check_sources(sources: Sequence[str]) -> list[str]:
+    from .sources import ADAPTERS
+
+    unknown = [s for s in sources if s not in ADAPTERS]
+    if unknown or not sources:
+        raise UserError(f"unknown source {unknown[0] if unknown else ''!r} in --sources; "
+                        f"choose from {', '.join(ADAPTERS)}")
+    return list(dict.fromkeys(sources))
+
+
+def _only_sources(items: list[Download], sources: Sequence[str] | None) -> list[Download]:
+    """Name each manifest row's source by the dataset folder its path starts with; keep only
+    `sources` when given (rows outside every dataset folder are then left out too, and counted)."""
+    from .sources import ADAPTERS, config
+
+    folders = {config(name)["folder"]: name for name in ADAPTERS}
+    named = [Download(i.url, i.path, i.size, i.sha256, source=folders.get(i.path.split("/")[0], "manifest"))
+             for i in items]
+    if sources is None:
+        return named
+    kept = [i for i in named if i.source in sources]
+    if len(kept) < len(named):
+        log.info("--sources %s: %d of %d manifest rows are outside them and not fetched",
+                 ",".join(sources), len(named) - len(kept), len(named))
+    return kept
 
 
 def _check_unique(items: list[Download]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .build import parse_sources
 from .fetch import COMPRESSIONS, FF_METHODS, fetch as run_fetch
 
 
@@ -36,12 +37,17 @@ from .fetch import COMPRESSIONS, FF_METHODS, fetch as run_fetch
               help="Tries after a timeout, reset or 5xx without progress, per file.")
 @click.option("--retry-wait", type=click.FloatRange(min=0), default=1.0, show_default=True,
               metavar="SECONDS", help="First pause before a retry; doubles each time.")
+@click.option("--sources", default=None, metavar="LIST",
+              help="Comma-separated sources to fetch, as in `build` (celebdf, dfdc, ff++): the FF++ "
+                   "server for ff++, the manifest rows under each source's folder. Default: all.")
+@click.option("--extract/--no-extract", default=True, show_default=True,
+              help="Unpack downloaded archives (zip, tar, tar.gz) beside themselves, once.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               metavar="SECONDS", help="Connect/read timeout of each request.")
 def fetch(data_root: Path, work: Path | None, ff_server: str | None,
           accept_terms: bool, ff_methods: str, compression: str, masks: bool,
           limit: int | None, manifest: Path | None, connections: int, retries: int,
-          retry_wait: float, timeout: float) -> None:
+          retry_wait: float, timeout: float, sources: str | None, extract: bool) -> None:
     """Download the datasets you are entitled to, resumably and verified.
 
     \b
@@ -61,7 +67,8 @@ def fetch(data_root: Path, work: Path | None, ff_server: str | None,
     report = run_fetch(data_root, work, ff_server=ff_server, ff_methods=ff_methods,
                        compression=compression, masks=masks, limit=limit,
                        accept_terms=accept_terms, manifest=manifest, connections=connections,
-                       retries=retries, retry_wait=retry_wait, timeout=timeout)
+                       retries=retries, retry_wait=retry_wait, timeout=timeout, extract=extract,
+                       sources=parse_sources(sources) if sources is not None else None)
     click.echo(report.summary(), err=True)
     if report.failed:
         # sys.exit, not ctx.exit: cli.main runs click with standalone_mode=False, which turns
