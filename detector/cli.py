@@ -29,7 +29,19 @@ def _csv(value: str | None) -> list[str] | None:
                    "MesoInception-4, which is trained for it if not listed).")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of a one-seed run.")
+@click.option("--seeds", default=None, metavar="LIST",
+              help="Comma list of seeds (e.g. 0,1,2): one run per seed in RUN/seed-<s>/, and RUN/report.md "
+                   "with mean ± std over seeds. Overrides --seed.")
+@click.option("--loss", default="bce", show_default=True, type=click.Choice(["bce", "mse"]),
+              help="bce: cross-entropy on the logit; mse: the paper's 1/2 (sigmoid - y)^2.")
+@click.option("--lr-schedule", default="dynamic", show_default=True, type=click.Choice(["dynamic", "paper"]),
+              help="lr 1e-3 /10 down to 1e-6. dynamic: steps spread so the floor is reached at 90 % of the "
+                   "run; paper: every 1000 iterations.")
+@click.option("--balance", default="none", show_default=True, type=click.Choice(["none", "weights", "sampler"]),
+              help="Class balance in training: none, loss weights n/(2 n_c), or a resampled stream.")
+@click.option("--svm-train", default="originals", show_default=True, type=click.Choice(["originals", "all"]),
+              help="Train rows the SVM head is fitted on: the originals only, or every augmented copy too.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="auto = CUDA when available (mixed precision, pinned memory), else CPU.")
 @click.option("--svm-features", default="hidden16", show_default=True,
@@ -44,11 +56,12 @@ def _csv(value: str | None) -> list[str] | None:
               help="CPU data parallelism: N single-thread training processes sharing each batch "
                    "(about 1.3x faster end to end with 2 on a 2-core machine).")
 def train_detector(work: str, run: str, models: str, epochs: int, batch_size: int, seed: int,
+                   seeds: str | None, loss: str, lr_schedule: str, balance: str, svm_train: str,
                    device: str, svm_features: str, train_sources: str | None,
                    test_sources: str | None, workers: int, processes: int) -> None:
     """Train Meso-4 and MesoInception-4 as in the paper, fit the RBF-SVM head, pick everything on
     val, evaluate once on test and write weights, metrics.json, report.md and plots."""
-    from .run import parse_models, train_and_evaluate
+    from .run import parse_models, parse_seeds, train_seeds
     from .train import TrainConfig
 
     if "://" in work and not work.startswith("file://"):
@@ -57,12 +70,16 @@ def train_detector(work: str, run: str, models: str, epochs: int, batch_size: in
     work = Path(work.removeprefix("file://"))
     if not work.is_dir():
         raise UserError(f"no work dir at {work}")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, workers=workers,
-                      processes=processes)
-    metrics = train_and_evaluate(work, run, parse_models(models), cfg, svm_features,
-                                 _csv(train_sources), _csv(test_sources))
+    seed_list = parse_seeds(seeds) if seeds is not None else [seed]
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed_list[0], device=device, workers=workers,
+                      processes=processes, loss=loss, lr_schedule=lr_schedule, balance=balance)
+    metrics = train_seeds(work, run, seed_list, parse_models(models), cfg, svm_features=svm_features,
+                          train_sources=_csv(train_sources), test_sources=_csv(test_sources),
+                          svm_train=svm_train)
     click.echo(f"\nTest results ({work / 'detector' / run}):\n")
     click.echo(metrics["table"])
+    for w in metrics.get("warnings", []):
+        click.echo(f"warning: {w}")
 
 
 @click.command("predict")

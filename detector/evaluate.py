@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-__all__ = ["equal_error_rate", "binary_metrics", "video_frame", "grouped_metrics", "evaluate_frame"]
+__all__ = ["equal_error_rate", "binary_metrics", "video_frame", "grouped_metrics", "evaluate_frame",
+           "balanced_accuracy", "choose_threshold", "bootstrap_auc", "per_method_same_source",
+           "THRESHOLD_RULE"]
+
+THRESHOLD_RULE = ("the score threshold that maximises balanced accuracy on val (Youden's J), "
+                  "at the midpoint between two adjacent val scores; ties go to the one nearest 0.5")
 
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -39,7 +44,10 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
     pred = (scores >= threshold).astype(int)
     both = len(np.unique(labels)) == 2
     out: dict = {"n": int(len(labels)), "n_fake": int(labels.sum()), "n_real": int((1 - labels).sum()),
-                 "acc": float(skm.accuracy_score(labels, pred)) if len(labels) else math.nan}
+                 "acc": float(skm.accuracy_score(labels, pred)) if len(labels) else math.nan,
+                 "bacc": balanced_accuracy(labels, pred),
+                 "majority_share": float(max(labels.mean(), 1 - labels.mean())) if len(labels) else math.nan,
+                 "pred_fake_share": float(pred.mean()) if len(labels) else math.nan}
     if both:
         out["auc"] = float(skm.roc_auc_score(labels, scores))
         out["ap"] = float(skm.average_precision_score(labels, scores))
@@ -53,6 +61,30 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
                                "support": int(s[k])} for k, name in enumerate(("real", "fake"))}
     out["confusion"] = skm.confusion_matrix(labels, pred, labels=[0, 1]).tolist()  # rows true, cols pred
     return out
+
+
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    """Mean of the per-class recalls over the classes present (= accuracy with one class)."""
+    labels, pred = np.asarray(labels).astype(int), np.asarray(pred).astype(int)
+    recalls = [float((pred[labels == c] == c).mean()) for c in (0, 1) if (labels == c).any()]
+    return float(np.mean(recalls)) if recalls else math.nan
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """THRESHOLD_RULE: the threshold maximising balanced accuracy on (val) labels and scores; 0.5
+    when the val set lacks a class."""
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    u = np.unique(scores)
+    cands = np.concatenate([[u[0] - 1e-9], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-9]]) if len(u) > 1 else u
+    best, best_t = -1.0, 0.5
+    for t in cands:
+        b = balanced_accuracy(labels, scores >= t)
+        if b > best + 1e-12 or (abs(b - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
+            best, best_t = b, float(t)
+    return best_t
 
 
 def video_frame(frames: pd.DataFrame) -> pd.DataFrame:
@@ -79,24 +111,94 @@ def grouped_metrics(frames: pd.DataFrame, by: str) -> dict[str, dict]:
     return out
 
 
-def evaluate_frame(frames: pd.DataFrame) -> dict:
+def _with_videos(m: dict, part: pd.DataFrame) -> dict:
+    m.pop("roc", None)
+    m["n_videos"] = int(part["video_id"].nunique()) if "video_id" in part else None
+    if "video_id" in part and len(part):
+        v = video_frame(part)
+        vm = binary_metrics(v["label"].to_numpy(), v["score"].to_numpy())
+        m["video_auc"] = vm["auc"]
+    return m
+
+
+def per_method_same_source(frames: pd.DataFrame) -> dict[str, dict]:
+    """The FF++ convention: each (source, fake method) against the real frames of the same source
+    only (FF++ methods vs FF++ originals; Celeb-synthesis vs Celeb-real + YouTube-real; DFDC
+    methods vs DFDC originals). Keys 'source/method'."""
+    out = {}
+    for (source, method), fakes in frames[frames["label"] == 1].groupby(["source", "method"], sort=True):
+        real = frames[(frames["label"] == 0) & (frames["source"] == source)]
+        both = pd.concat([real, fakes])
+        m = binary_metrics(both["label"].to_numpy(), both["score"].to_numpy())
+        out[f"{source}/{method}"] = _with_videos(m, both)
+    return out
+
+
+def bootstrap_auc(frames: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals for frame and video AUC, resampling videos (not frames) with
+    replacement, separately within each class so both stay present; a frame counts as many times
+    as its video is drawn."""
+    videos = video_frame(frames)
+    if len(np.unique(videos["label"])) < 2:
+        return {"frame": None, "video": None, "n_boot": 0}
+    rng = np.random.default_rng(seed)
+    vid_index = {v: i for i, v in enumerate(videos["video_id"])}
+    frame_vid = frames["video_id"].map(vid_index).to_numpy()
+    fl, fs = frames["label"].to_numpy().astype(int), frames["score"].to_numpy(dtype=np.float64)
+    vl, vs = videos["label"].to_numpy().astype(int), videos["score"].to_numpy(dtype=np.float64)
+    groups = [np.flatnonzero(vl == c) for c in (0, 1)]
+    f_aucs, v_aucs = [], []
+    for _ in range(n_boot):
+        counts = np.zeros(len(videos), np.int64)
+        for g in groups:
+            np.add.at(counts, rng.choice(g, size=len(g), replace=True), 1)
+        w = counts[frame_vid]
+        keep = w > 0
+        f_aucs.append(skm.roc_auc_score(fl[keep], fs[keep], sample_weight=w[keep]))
+        vk = counts > 0
+        v_aucs.append(skm.roc_auc_score(vl[vk], vs[vk], sample_weight=counts[vk]))
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {"frame": [float(np.percentile(f_aucs, lo)), float(np.percentile(f_aucs, hi))],
+            "video": [float(np.percentile(v_aucs, lo)), float(np.percentile(v_aucs, hi))],
+            "n_boot": n_boot, "level": level, "resampled": "videos, within each class"}
+
+
+def _at_threshold(labels: np.ndarray, scores: np.ndarray, t: float) -> dict:
+    pred = (np.asarray(scores) >= t).astype(int)
+    labels = np.asarray(labels).astype(int)
+    return {"threshold": float(t), "acc": float((pred == labels).mean()) if len(labels) else math.nan,
+            "bacc": balanced_accuracy(labels, pred), "pred_fake_share": float(pred.mean()) if len(pred) else math.nan}
+
+
+def evaluate_frame(frames: pd.DataFrame, thresholds: dict | None = None, n_boot: int = 0,
+                   seed: int = 0) -> dict:
     """Everything for one model on one split: frame level, video level and breakdowns.
 
-    Per-method numbers compare each manipulation against all real frames of the same table
-    (a method alone holds only one class, which has no AUC)."""
+    `thresholds` ({"frame": t, "video": t}, chosen on val) adds ACC / balanced ACC at those
+    thresholds next to 0.5. `n_boot` > 0 adds video-resampled bootstrap intervals for AUC.
+    Per method: each fake method against the same source's reals (`per_method`); the older
+    comparison against every real frame of the table stays as `per_method_vs_all_reals`
+    (cross-source: reals of other datasets included)."""
     res = {"frame": binary_metrics(frames["label"].to_numpy(), frames["score"].to_numpy())}
     videos = video_frame(frames)
     res["video"] = binary_metrics(videos["label"].to_numpy(), videos["score"].to_numpy())
     res["video"]["n_videos"] = int(len(videos))
+    if thresholds:
+        res["frame"]["at_val_threshold"] = _at_threshold(frames["label"], frames["score"], thresholds["frame"])
+        res["video"]["at_val_threshold"] = _at_threshold(videos["label"], videos["score"], thresholds["video"])
+    if n_boot:
+        res["bootstrap"] = bootstrap_auc(frames, n_boot, seed)
     if "source" in frames:
-        res["per_source"] = grouped_metrics(frames, "source")
+        res["per_source"] = {k: _with_videos(m, frames[frames["source"] == k])
+                             for k, m in grouped_metrics(frames, "source").items()}
+    if "method" in frames and "source" in frames:
+        res["per_method"] = per_method_same_source(frames)
     if "method" in frames:
         real = frames[frames["label"] == 0]
         per = {}
         for method, part in frames[frames["label"] == 1].groupby("method", sort=True):
             both = pd.concat([real, part])
             m = binary_metrics(both["label"].to_numpy(), both["score"].to_numpy())
-            m.pop("roc")
-            per[str(method)] = m
-        res["per_method"] = per
+            per[str(method)] = _with_videos(m, both)
+        res["per_method_vs_all_reals"] = per
     return res

@@ -3,16 +3,21 @@ after all selection), robustness on test-perturbed, write WORK/detector/<run>/.
 
 Train and val rows obey `train_sources`; test and test-perturbed rows obey `test_sources`
 (cross-dataset evaluation = different lists). Train uses every augmentation in its shards; val and
-test use the originals only; test-perturbed is broken down per augmentation.
+test use the originals only; test-perturbed is broken down per augmentation. With several seeds,
+each seed's run lands in WORK/detector/<run>/seed-<s>/ and WORK/detector/<run>/ gets the summary
+(mean ± std over seeds).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
+import pandas as pd
 
 from mesodata.pipeline.atomic import write_json
 from mesodata.pipeline.errors import UserError
@@ -22,13 +27,18 @@ from .data import RowFilter, ShardDataset, require_shards, shard_files
 from .infer import FEATURE_KINDS, resolve_device, save_weights, score_loader
 from .models import MODEL_NAMES, count_parameters
 from .svm import MAX_TRAIN, fit_svm_head, save_svm, svm_scores
-from .train import TrainConfig, make_loader, train_model
+from .train import BALANCES, LOSSES, LR_SCHEDULES, TrainConfig, make_loader, train_model
 
-__all__ = ["ALL_MODELS", "parse_models", "train_and_evaluate"]
+__all__ = ["ALL_MODELS", "SVM_TRAIN", "parse_models", "parse_seeds", "train_and_evaluate",
+           "train_seeds", "svm_training_set"]
 
 log = logging.getLogger("mesodata")
 ALL_MODELS = ("meso4", "mesoinception4", "mesoinception4+svm")
 SVM_BASE = "mesoinception4"
+# Rows the SVM head is fitted on: the train originals only (like val and test), or every
+# augmented copy too (what the net was trained on).
+SVM_TRAIN = ("originals", "all")
+N_BOOT = 1000
 
 
 def parse_models(text: str) -> list[str]:
@@ -37,6 +47,16 @@ def parse_models(text: str) -> list[str]:
     if bad or not names:
         raise UserError(f"unknown model(s) {bad or text!r}: choose from {','.join(ALL_MODELS)}")
     return list(dict.fromkeys(names))
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--seeds takes a comma list of integers, not {text!r}") from None
+    if not seeds:
+        raise UserError("--seeds is empty")
+    return list(dict.fromkeys(seeds))
 
 
 def _sources(text: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -55,22 +75,61 @@ def _nonempty(ds: ShardDataset, what: str) -> ShardDataset:
 
 def _scored(model, ds, cfg: TrainConfig, device, features=None):
     # Scoring runs in fp32 (cheap next to training), so reported numbers match the ONNX export.
+    # Frame (ids, labels) and features come from the same batches: row i of one is row i of the other.
     loader = make_loader(ds, 64, cfg.workers, device)
     frame, X = score_loader(model, loader, device, features=features, channels_last=cfg.channels_last)
     frame["score"] = frame["prob"]
     return frame, X
 
 
+def svm_training_set(net, ds: ShardDataset, cfg: TrainConfig, device, features: str):
+    """(frame, X, y) for fitting the SVM head: features of every row of `ds` from the eval-mode
+    net, with labels and ids taken from the very rows the features came from (whatever order the
+    loader's workers and any shuffling produce)."""
+    frame, X = _scored(net, ds, cfg, device, features)
+    return frame, X, frame["label"].to_numpy().astype(int)
+
+
+def _check_choices(cfg: TrainConfig, svm_features: str, svm_train: str) -> None:
+    for value, allowed, flag in ((svm_features, FEATURE_KINDS, "--svm-features"), (svm_train, SVM_TRAIN, "--svm-train"),
+                                 (cfg.loss, LOSSES, "--loss"), (cfg.lr_schedule, LR_SCHEDULES, "--lr-schedule"),
+                                 (cfg.balance, BALANCES, "--balance")):
+        if value not in allowed:
+            raise UserError(f"unknown {flag} {value!r}: use {' or '.join(allowed)}")
+
+
+def _counts(ds: ShardDataset) -> dict:
+    """Test rows per source x label: videos and frames (ids only, no images decoded)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parts = []
+    for f in ds.files:
+        t = pq.read_table(f, columns=list(dict.fromkeys([*ds.row_filter.columns, "label", "method", "video_id"])))
+        m = ds.row_filter.mask(t)
+        parts.append((t if m is None else t.filter(m)).select(["source", "label", "method", "video_id"]).to_pandas())
+    df = pd.concat(parts) if parts else pd.DataFrame(columns=["source", "label", "method", "video_id"])
+    out = {}
+    for (source, label), part in df.groupby(["source", "label"], sort=True):
+        out.setdefault(str(source), {})["fake" if int(label) else "real"] = {
+            "videos": int(part["video_id"].nunique()), "frames": int(len(part)),
+            "methods": sorted(map(str, part["method"].unique()))}
+    n = len(df)
+    return {"per_source": out, "frames": n, "videos": int(df["video_id"].nunique()),
+            "fake_share_frames": float((df["label"] == 1).mean()) if n else None,
+            "fake_share_videos": float(df.groupby("video_id")["label"].first().mean()) if n else None}
+
+
 def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[str] = ALL_MODELS,
                        cfg: TrainConfig = TrainConfig(), svm_features: str = "hidden16",
                        train_sources: Sequence[str] | None = None,
                        test_sources: Sequence[str] | None = None,
-                       svm_max_train: int = MAX_TRAIN) -> dict:
+                       svm_max_train: int = MAX_TRAIN, svm_train: str = "originals",
+                       out: str | Path | None = None, n_boot: int = N_BOOT) -> dict:
     """Train, select on val, evaluate on test; write weights, svm.skops, metrics.json, report.md
-    and plots to WORK/detector/<run>/. Returns the metrics dict (with "table", the comparison)."""
+    and plots to `out` (default WORK/detector/<run>/). Returns the metrics dict (with "table")."""
     work = Path(work)
-    if svm_features not in FEATURE_KINDS:
-        raise UserError(f"unknown --svm-features {svm_features!r}: use {' or '.join(FEATURE_KINDS)}")
+    _check_choices(cfg, svm_features, svm_train)
     train_files, val_files, test_files = (require_shards(work, s) for s in ("train", "val", "test"))
     tr_src, te_src = _sources(train_sources), _sources(test_sources)
     train_ds = _nonempty(_dataset(train_files, "train", tr_src, augmentations=None), "train")
@@ -78,14 +137,19 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
     test_ds = _nonempty(_dataset(test_files, "test", te_src), "test")
     pert_files = shard_files(work, "test-perturbed")
     pert_ds = _dataset(pert_files, "test-perturbed", te_src, augmentations=None) if pert_files else None
-    out = work / "detector" / run
+    out = Path(out) if out is not None else work / "detector" / run
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
 
     nets = [m for m in MODEL_NAMES if m in models or (m == SVM_BASE and "mesoinception4+svm" in models)]
-    metrics: dict = {"config": {**{k: v for k, v in vars(cfg).items()}, "models": list(models),
-                                "svm_features": svm_features, "train_sources": list(tr_src or []),
-                                "test_sources": list(te_src or []), "run": run},
+    shared = {k: v for k, v in asdict(cfg).items() if k not in ("model", "lr_step")}
+    metrics: dict = {"config": {**shared, "lr_step_paper": cfg.lr_step, "models": list(models),
+                                "trained_nets": nets, "svm_features": svm_features, "svm_train": svm_train,
+                                "train_sources": list(tr_src or []), "test_sources": list(te_src or []),
+                                "run": run, "threshold_rule": evaluate.THRESHOLD_RULE,
+                                "bootstrap": n_boot,
+                                "note": "model name, lr step and schedule as run: models.<name>.config"},
+                     "data": {"train_frames": len(train_ds), "val_frames": len(val_ds), "test": _counts(test_ds)},
                      "models": {}}
     trained = {}
     for name in nets:
@@ -93,24 +157,42 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
         res = train_model(replace(cfg, model=name), train_ds, val_ds)
         trained[name] = res
         save_weights(res.model, name, out / f"{name}.pt")
-        metrics["models"][name] = {"params": count_parameters(res.model), "history": res.history,
-                                   "best_epoch": res.best_epoch, "lr_step": res.lr_step,
-                                   "bn_momentum": res.config["bn_momentum"],
-                                   "train_seconds": time.perf_counter() - t0, "weights": f"{name}.pt"}
+        plan = res.config.get("lr_plan", {})
+        metrics["models"][name] = {
+            "config": {"model": name, "loss": cfg.loss, "balance": cfg.balance, "epochs": cfg.epochs,
+                       "batch_size": cfg.batch_size, "seed": cfg.seed, "lr": cfg.lr, "lr_min": cfg.lr_min,
+                       "lr_schedule": cfg.lr_schedule, "lr_step": res.lr_step,
+                       "bn_momentum": res.config["bn_momentum"], "device": res.config.get("device"),
+                       "class_weights": res.config.get("class_weights")},
+            "lr_plan": plan, "params": count_parameters(res.model), "history": res.history,
+            "best_epoch": res.best_epoch, "lr_step": res.lr_step, "bn_momentum": res.config["bn_momentum"],
+            "train_seconds": time.perf_counter() - t0, "weights": f"{name}.pt"}
 
     if "mesoinception4+svm" in models:
         net = trained[SVM_BASE].model
-        # Features from the eval-mode net; train rows include their augmentations, as the net saw.
-        _, Xtr = _scored(net, train_ds, cfg, device, svm_features)
-        ytr = train_ds.labels()
+        svm_ds = train_ds if svm_train == "all" else _dataset(train_files, "train", tr_src)
+        ftr, Xtr, ytr = svm_training_set(net, svm_ds, cfg, device, svm_features)
         fval, Xval = _scored(net, val_ds, cfg, device, svm_features)
         fit = fit_svm_head(Xtr, ytr, Xval, fval["label"].to_numpy(), max_train=svm_max_train,
                            seed=cfg.seed, features=svm_features)
         save_svm(fit.pipeline_, out / "svm.skops")
         metrics["models"]["mesoinception4+svm"] = {
-            "svm": {"features": svm_features, "n_train": fit.n_train_, "max_train": svm_max_train,
-                    "grid": fit.grid_, "best": fit.best_}, "weights": f"{SVM_BASE}.pt", "head": "svm.skops"}
+            "config": {"model": "mesoinception4+svm", "base": SVM_BASE, "features": svm_features,
+                       "svm_train": svm_train, "seed": cfg.seed},
+            "svm": {"features": svm_features, "train_rows": svm_train, "n_train": fit.n_train_,
+                    "n_available": int(len(ytr)),
+                    "n_augmented": int((ftr["augmentation"] != "none").sum()) if "augmentation" in ftr else None,
+                    "max_train": svm_max_train, "grid": fit.grid_, "best": fit.best_},
+            "weights": f"{SVM_BASE}.pt", "head": "svm.skops"}
         trained["mesoinception4+svm"] = fit
+
+    # Thresholds for ACC at a val-chosen operating point, per model, from val only.
+    for name in [m for m in ALL_MODELS if m in models]:
+        fv = _score_model(name, trained, val_ds, cfg, device, svm_features)
+        vv = evaluate.video_frame(fv)
+        metrics["models"][name]["val_threshold"] = {
+            "frame": evaluate.choose_threshold(fv["label"], fv["score"]),
+            "video": evaluate.choose_threshold(vv["label"], vv["score"]), "rule": evaluate.THRESHOLD_RULE}
 
     # The test split is read here, once per model, after every choice was made on val.
     for name in [m for m in ALL_MODELS if m in models]:
@@ -120,12 +202,16 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
                 continue
             frame = _score_model(name, trained, ds, cfg, device, svm_features)
             if split_name == "test":
-                entry["test"] = evaluate.evaluate_frame(frame)
+                entry["test"] = evaluate.evaluate_frame(frame, entry["val_threshold"], n_boot=n_boot,
+                                                        seed=cfg.seed)
             else:
                 entry["robustness"] = evaluate.grouped_metrics(frame, "augmentation")
     for name in list(metrics["models"]):
         if name not in models:  # mesoinception4 trained only as the SVM's base
             metrics["models"][name]["note"] = "trained as the SVM head's feature extractor"
+    metrics["warnings"] = report.warnings_for(metrics)
+    for w in metrics["warnings"]:
+        log.warning("warning: %s", w)
     table = report.write_report(metrics, out)
     metrics["table"] = table
     write_json(out / "metrics.json", metrics)
@@ -141,3 +227,25 @@ def _score_model(name, trained, ds, cfg, device, svm_features):
     frame, _ = _scored(trained[name].model, ds, cfg, device)
     return frame
 
+
+def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequence[str] = ALL_MODELS,
+                cfg: TrainConfig = TrainConfig(), **kwargs) -> dict:
+    """One run per seed; with one seed it is `train_and_evaluate` into WORK/detector/<run>/. With
+    several, each seed goes to <run>/seed-<s>/ and <run>/ gets metrics.json and report.md with
+    mean ± std (ddof=1) over seeds."""
+    seeds = list(seeds)
+    if len(seeds) == 1:
+        return train_and_evaluate(work, run, models, replace(cfg, seed=seeds[0]), **kwargs)
+    out = Path(work) / "detector" / run
+    per_seed = {}
+    for s in seeds:
+        log.info("seed %d of %s", s, seeds)
+        per_seed[s] = train_and_evaluate(work, run, models, replace(cfg, seed=s), out=out / f"seed-{s}", **kwargs)
+    summary = report.seed_summary(per_seed)
+    first = per_seed[seeds[0]]
+    metrics = {"config": {**first["config"], "seed": None, "seeds": seeds}, "data": first["data"],
+               "seeds": {str(s): f"seed-{s}/metrics.json" for s in seeds}, "summary": summary,
+               "warnings": sorted({w for m in per_seed.values() for w in m["warnings"]})}
+    metrics["table"] = report.write_seed_report(metrics, out)
+    write_json(out / "metrics.json", metrics)
+    return metrics

@@ -81,7 +81,7 @@ def test_video_level_means_frames_per_video_id():
     assert res["video"]["n_videos"] == 3
     assert res["video"]["acc"] == pytest.approx(1.0)  # a: 0.6 fake, b: 0.35 real, c: 0.4 real
     assert res["frame"]["acc"] == pytest.approx(4 / 6)
-    assert set(res["per_method"]) == {"m"}
+    assert set(res["per_method"]) == {"s1/m"} and set(res["per_method_vs_all_reals"]) == {"m"}
 
 
 def test_video_with_mixed_labels_is_an_error():
