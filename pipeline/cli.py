@@ -22,11 +22,13 @@ COMMANDS = {
     "status": "mesodata.pipeline.build:status",
     "split": "mesodata.pipeline.split_cli:split",
     "verify": "mesodata.pipeline.verify:verify",
+    "frames": "mesodata.pipeline.frames_cli:frames",
     "sample": "mesodata.pipeline.sample:sample",
     "demo": "mesodata.pipeline.demo:demo",
     "train-detector": "mesodata.detector.cli:train_detector",
     "predict": "mesodata.detector.cli:predict",
     "export": "mesodata.detector.cli:export",
+    "export-dataset": "mesodata.pipeline.export_cli:export_dataset",
 }
 
 SUMMARIES = {
@@ -35,11 +37,13 @@ SUMMARIES = {
     "status": "Show each stage of a work dir: done, stale or missing.",
     "split": "Leak-free stratified split and the augmented Parquet shards.",
     "verify": "Re-read every artifact and check schemas, row counts and hashes.",
+    "frames": "List the frames that did not make it (no face, rejected, duplicate...) and why.",
     "sample": "Write a small sample dataset in the three real layouts.",
     "demo": "Sample -> build -> split -> train, end to end, in one command.",
     "train-detector": "Train and evaluate Meso-4, MesoInception-4 and MesoInception-4+SVM.",
     "predict": "Score videos with a trained run.",
     "export": "Export a trained run to ONNX.",
+    "export-dataset": "The benchmark for DeepfakeBench or as image folders.",
 }
 
 

@@ -1,0 +1,60 @@
+"""`mesodata export-dataset`: the benchmark in another tool's layout (DeepfakeBench, image folders)."""
+
+from __future__ import annotations
+
+import click
+
+from .errors import UserError
+from .runner import Lock, Work
+
+
+def _workers_default() -> int:
+    from .build import default_workers
+
+    return default_workers()
+
+
+class _Format(click.ParamType):
+    """--format as a one-line user error (not click's usage block) when it is not a known format."""
+
+    name = "FORMAT"
+
+    def convert(self, value, param, ctx):
+        from .stages.export import FORMATS
+
+        if value not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}; got {value!r}")
+        return value
+
+
+@click.command("export-dataset")
+@click.option("--work", required=True, metavar="PATH|URL", help="Work dir of a finished `mesodata split`.")
+@click.option("--format", "fmt", required=True, type=_Format(),
+              help="deepfakebench (its dataset_json + frame folders) or imagefolder (<split>/<real|fake>/*.png + CSV).")
+@click.option("--out", required=True, metavar="DIR", help="Folder to write (new, empty, or an earlier export of this format).")
+@click.option("--path-prefix", default=None, metavar="PREFIX",
+              help="deepfakebench: what frame paths begin with; the folder's place seen from DeepfakeBench's "
+                   "repository root, beginning with '.'.  [default: ./datasets/mesodata]")
+@click.option("--workers", type=click.IntRange(min=1), default=_workers_default, show_default="all cores",
+              help="Parallel units (processes), one shard file each.")
+def export_dataset(work, fmt, out, path_prefix, workers):
+    """Export the benchmark's originals (train, val, test of the split on record) for another tool.
+
+    \b
+    mesodata export-dataset --work WORK --format deepfakebench --out DIR   # DeepfakeBench
+    mesodata export-dataset --work WORK --format imagefolder --out DIR     # torchvision ImageFolder
+    Redone only when the split or the format's options change; a killed export resumes.
+    """
+    from .stages import export
+
+    params = {}
+    if path_prefix is not None:
+        if fmt != "deepfakebench":
+            raise UserError("--path-prefix applies to --format deepfakebench only")
+        params["path_prefix"] = path_prefix
+    w = Work(work)
+    if not w.root.is_dir():
+        raise UserError(f"work dir {w.root} does not exist: run `mesodata build` and `mesodata split` first")
+    export._check(fmt, out, params)  # option errors before taking the lock
+    with Lock(w):
+        export.run(w, fmt, out, params, workers=workers)
