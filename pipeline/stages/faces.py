@@ -387,7 +387,8 @@ def print_report(report: dict, limit: int = 15) -> None:
 
 
 # --- reading --------------------------------------------------------------------------------
-def _index(work: Work) -> list[dict]:
+def index(work: Work) -> list[dict]:
+    """The faces stage's parts, in manifest order: {key, part, rows, video_id} each."""
     try:
         return json.loads(work.path(INDEX).read_text())["parts"]
     except FileNotFoundError:
@@ -397,7 +398,7 @@ def _index(work: Work) -> list[dict]:
 def iter_parts(work: Work, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """Each video's table, in manifest order (one part in memory at a time)."""
     folder = work.path(FOLDER)
-    for e in _index(work):
+    for e in index(work):
         path = folder / e["part"]
         if not path.exists():
             raise UserError(f"face part {path} is missing: rerun `mesodata build` to redo it")

@@ -1,0 +1,123 @@
+"""What did not make it into the benchmark, frame by frame: every sampled frame that is not a kept
+face crop, with its video, index, status and reason, and a contact sheet to look at them.
+
+Statuses: the faces stage's `no_face`, `rejected`, `truncated`, `decode_error`, and `duplicate`
+(a crop dedupe did not keep: its reason says exact or near, and the cluster).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import atomic, storage
+from .errors import UserError
+from .runner import Work
+
+__all__ = ["DROPPED_STATUSES", "dropped_frames", "contact_sheet"]
+
+DROPPED_STATUSES = ("no_face", "rejected", "truncated", "decode_error", "duplicate")
+_COLUMNS = ["video_id", "source", "method", "label", "frame_index", "status", "reason"]
+
+
+def dropped_frames(work: Work, statuses=DROPPED_STATUSES, sources=None) -> pd.DataFrame:
+    """One row per frame that is not in the benchmark, in manifest and frame order."""
+    from .stages import dedupe, faces
+
+    bad = [s for s in statuses if s not in DROPPED_STATUSES]
+    if bad:
+        raise UserError(f"unknown --status {bad[0]!r}: choose from {', '.join(DROPPED_STATUSES)}")
+    meta = ["video_id", "source", "method", "label", "frame_index", "status", "error"]
+    frames = faces.read(work, meta).to_pandas().rename(columns={"error": "reason"})
+    frames["order"] = np.arange(len(frames))
+    out = [frames[frames["status"] != "face"]]
+    if "duplicate" in statuses:
+        dd = dedupe.read(work, ["video_id", "frame_index", "kept", "reason", "cluster"]).to_pandas()
+        dd = dd[~dd["kept"]]
+        dd["reason"] = [f"{r.replace('_', ' ')} (cluster {c})" if c == c and c is not None else r.replace("_", " ")
+                        for r, c in zip(dd["reason"], dd["cluster"])]
+        dup = frames.drop(columns=["status", "reason"]).merge(dd[["video_id", "frame_index", "reason"]],
+                                                              on=["video_id", "frame_index"])
+        dup["status"] = "duplicate"
+        out.append(dup)
+    table = pd.concat(out, ignore_index=True).sort_values("order", kind="stable")
+    table = table[table["status"].isin(statuses)]
+    if sources:
+        known = set(frames["source"])
+        unknown = [s for s in sources if s not in known]
+        if unknown:
+            raise UserError(f"--source {unknown[0]!r} is not in this work dir; it holds {', '.join(sorted(known))}")
+        table = table[table["source"].isin(sources)]
+    table["reason"] = table["reason"].fillna("")
+    table["frame_index"] = table["frame_index"].astype("Int64")  # null where no frame could be planned
+    return table[_COLUMNS].reset_index(drop=True)
+
+
+def _tile(row: dict, data_root, manifest: dict, parts: dict, size: int = 160) -> np.ndarray | None:
+    """The picture of a dropped frame: its crop for a duplicate, else the decoded frame; None when
+    the frame cannot be decoded (which is often why it was dropped)."""
+    from PIL import Image
+
+    if row["status"] == "duplicate":
+        part = parts.get(row["video_id"])
+        crops = storage.read_table(part, ["frame_index", "image"]).to_pylist() if part else []
+        crop = next((r["image"] for r in crops if r["frame_index"] == row["frame_index"] and r["image"]), None)
+        return None if crop is None else np.asarray(
+            Image.open(io.BytesIO(crop["bytes"])).convert("RGB").resize((size, size)))
+    if pd.isna(row["frame_index"]) or row["video_id"] not in manifest:
+        return None
+    from .frames import FrameSampler
+
+    sampler = FrameSampler(str(storage.join(data_root, manifest[row["video_id"]])), [int(row["frame_index"])])
+    for f in sampler:
+        img = f.frame.to_image()
+        img.thumbnail((size, size))
+        canvas = Image.new("RGB", (size, size), (255, 255, 255))
+        canvas.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+        return np.asarray(canvas)
+    return None
+
+
+def contact_sheet(work: Work, table: pd.DataFrame, out: str | Path, limit: int = 24, cols: int = 6) -> Path:
+    """A PNG of the first `limit` rows of `table`: each frame (or crop) captioned with its video,
+    index, status and reason; a grey tile where the frame cannot be decoded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .stages import faces
+    from .stages import manifest as manifest_stage
+
+    rows = table.head(limit).to_dict("records")
+    if not rows:
+        raise UserError("no frames match: nothing to put on a contact sheet")
+    mstate = work.state("manifest") or {}
+    data_root = storage.location(mstate.get("params", {}).get("data_root", "."))
+    paths = manifest_stage.read(work).select(["video_id", "path"]).to_pydict()
+    manifest = dict(zip(paths["video_id"], paths["path"]))
+    parts = {e["video_id"]: work.path(faces.FOLDER, e["part"]) for e in faces.index(work)}
+    n_rows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(cols * 2.3, n_rows * 3.0 + 0.4), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
+        img = _tile(row, data_root, manifest, parts)
+        ax.imshow(img if img is not None else np.full((160, 160, 3), 200, np.uint8))
+        if img is None:
+            ax.text(80, 80, "not decodable", ha="center", va="center", fontsize=8, color="0.3")
+        video = row["video_id"].rsplit("/", 1)[-1][:22]
+        index = "?" if pd.isna(row["frame_index"]) else int(row["frame_index"])
+        reason = (row["reason"] or "")[:30]
+        ax.set_title(f"{video} #{index}\n{row['status']}\n{reason}", fontsize=7, loc="left")
+    fig.suptitle(f"Dropped frames ({len(rows)} of {len(table)})", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    out = Path(out)
+    atomic.write_bytes(out, buf.getvalue())
+    return out
