@@ -415,6 +415,9 @@ def read(work: Work, columns: list[str] | None = None) -> pa.Table:
 
 
 # --- contact sheets -------------------------------------------------------------------------
+# BGR: fake red, real green, and rows without a label (e.g. DFDC full parts' test videos) grey, not "real".
+_LABEL_COLOUR = {1: (0, 0, 200), 0: (0, 120, 0), None: (110, 110, 110)}
+
 def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, str]]) -> list[str]:
     """One PNG per source: a row of random crops per label (real, fake), labelled, for a glance.
     `with_faces`: (source, label, part file) of each video that has at least one face."""
@@ -439,7 +442,7 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
             y0 = top + r * (tile + 22)
             name = {0: "real", 1: "fake", None: "no label"}[lab]
             cv2.putText(sheet, name, (10, y0 + tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
-                        (0, 0, 200) if lab == 1 else (0, 120, 0), 2, cv2.LINE_AA)
+                        _LABEL_COLOUR[lab], 2, cv2.LINE_AA)
             parts = by_source[source][lab]
             picks = rng.sample(parts, min(n, len(parts)))
             picks += [rng.choice(parts) for _ in range(n - len(picks))]  # few videos: more frames of them
