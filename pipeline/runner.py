@@ -15,9 +15,11 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ log = logging.getLogger("mesodata")
 
 STATE_DIR = ".state"
 LEDGER = "_parts.json"  # in a parts folder: each part's sha256, bytes and rows, as its worker saw it
+DAMAGED = ".damaged.json"  # files `mesodata verify` found corrupt: their stage is stale until it redoes them
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,46 @@ class Work:
             fp = self.fingerprint(stage)
         except UserError:
             return False
-        return st["fingerprint"] == fp and all(self.path(o).exists() for o in st.get("outputs", {}))
+        outputs = st.get("outputs", {})
+        damaged = self.damaged()
+        if any(damaged.get(o, {}).get("stage") == stage.name for o in outputs):
+            return False
+        return st["fingerprint"] == fp and all(self.path(o).exists() for o in outputs)
+
+    # --- files `verify` found corrupt --------------------------------------------------------
+    def damaged(self) -> dict[str, dict]:
+        """{file: {"stage", "problem"}} as the last `mesodata verify` found them."""
+        try:
+            found = json.loads(self.path(DAMAGED).read_text())
+        except FileNotFoundError:
+            return {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def mark_damaged(self, rows: Iterable[dict]) -> None:
+        """Remember what `verify` found corrupt ({"stage", "file", "problem"} rows), so the next run
+        of each such stage redoes exactly those files instead of calling itself up to date."""
+        found = {r["file"]: {"stage": r["stage"], "problem": r["problem"]} for r in rows}
+        if found:
+            atomic.write_json(self.path(DAMAGED), found)
+        elif self.path(DAMAGED).exists():
+            self.path(DAMAGED).unlink()
+
+    def drop_damaged(self, stage_name: str | None = None) -> list[str]:
+        """Delete the files of `stage_name` (of every stage when None) that `verify` found corrupt:
+        a missing unit part or shard is what a stage redoes. Returns the files deleted."""
+        dropped = []
+        for rel, entry in self.damaged().items():
+            if stage_name is None or entry.get("stage") == stage_name:
+                p = self.path(rel)
+                if p.exists() and not p.is_dir():
+                    p.unlink()
+                    dropped.append(rel)
+        if dropped:
+            log.info("%s: redoing %d file(s) `mesodata verify` found corrupt: %s", stage_name or "verify",
+                     len(dropped), ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+        return dropped
 
     def record(self, stage: Stage, outputs: Sequence[str], counts: dict[str, Any]) -> dict:
         """Mark `stage` done: its fingerprint, and the row count and hash of every output file.
@@ -138,6 +180,9 @@ class Work:
             "outputs": files, "counts": counts,
         }
         atomic.write_json(self.path(STATE_DIR, f"{stage.name}.json"), state)
+        damaged = self.damaged()
+        if any(e.get("stage") == stage.name for e in damaged.values()):  # redone: hashes recorded afresh
+            self.mark_damaged([{"file": f, **e} for f, e in damaged.items() if e.get("stage") != stage.name])
         return state
 
     def _artifact_parts(self, name: str) -> dict[str, dict]:
@@ -174,6 +219,10 @@ class Work:
             storage.remove_tree(d)
         if not marker.exists():
             atomic.write_bytes(marker, fingerprint.encode())  # makes the folder (a prefix, on a store)
+        elif not self.remote:  # temp files of writers killed mid-write (one build per work dir: none is live)
+            for tmp in d.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        self.drop_damaged(stage.name)
         self._parts[stage.name] = d
         return d
 
@@ -196,9 +245,25 @@ class Lock:
         self.store_lock = work.path(".lock") if work.remote else None
         self.path = _local_lock_file(work.root) if work.remote else work.path(".lock")
         self.fd: int | None = None
+        self.created: list[Path] = []
 
     def __enter__(self) -> "Lock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.work.remote:
+            storage.check_writable(self.work.root, "work dir")
+        self.created = storage.missing_folders(self.path.parent)  # removed again if the command fails
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = self._take()
+        except OSError as exc:
+            self._remove_created()
+            raise UserError(storage.unwritable(self.path.parent, exc, "work dir")) from None
+        except BaseException:
+            self._remove_created()
+            raise
+        self._own(fd)
+        return self
+
+    def _take(self) -> int:
         while True:
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
@@ -215,8 +280,10 @@ class Lock:
             except FileNotFoundError:
                 same = False
             if same:
-                break
+                return fd
             os.close(fd)
+
+    def _own(self, fd: int) -> None:
         old = self._owner()
         if old and old.get("pid"):
             log.warning("taking over stale lock %s (process %s on %s is gone)", self.path, old["pid"],
@@ -228,9 +295,8 @@ class Lock:
             try:
                 self._claim_store_lock()
             except BaseException:
-                self.__exit__()
+                self.__exit__(*sys.exc_info())
                 raise
-        return self
 
     def _claim_store_lock(self) -> None:
         lock, me = self.store_lock, {"pid": os.getpid(), "host": socket.gethostname()}
@@ -252,7 +318,7 @@ class Lock:
         log.warning("taking over stale lock %s (process %s on this host is gone)", lock, owner.get("pid"))
         lock.write_bytes(json.dumps(me).encode())
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type=None, *exc) -> None:
         if self.store_lock is not None:
             self.store_lock.unlink(missing_ok=True)
             self.store_lock = None
@@ -260,6 +326,18 @@ class Lock:
             self.path.unlink(missing_ok=True)  # while still holding it: see __enter__
             os.close(self.fd)
             self.fd = None
+        if exc_type is not None:
+            self._remove_created()
+
+    def _remove_created(self) -> None:
+        """A command that failed leaves no work dir it made and left empty (it refused its input,
+        say): folders it created, innermost first, as long as nothing is in them."""
+        for d in getattr(self, "created", []):
+            try:
+                _remove_empty_tree(d)
+            except OSError:
+                break
+        self.created = []
 
     def _owner(self) -> dict | None:
         try:
@@ -267,6 +345,17 @@ class Lock:
         except (OSError, ValueError):
             return None
         return owner if isinstance(owner, dict) else None
+
+
+def _remove_empty_tree(d: Path) -> None:
+    """rmdir `d` if it holds nothing but empty folders (OSError when it holds a file)."""
+    if not d.is_dir() or d.is_symlink():
+        return
+    for sub in d.iterdir():
+        if not sub.is_dir() or sub.is_symlink():
+            raise OSError(f"{d} is not empty")
+        _remove_empty_tree(sub)
+    d.rmdir()
 
 
 def _local_lock_file(root) -> Path:
@@ -333,6 +422,36 @@ def map_units(fn: Callable[[Any], pa.Table], units: Sequence[Unit], parts_dir: P
     return results
 
 
+# --- worker processes: they stop with the command that started them ---------------------------
+PARENT_CHECK_S = 0.5  # how often a worker looks whether its parent is still there
+_watching: int | None = None
+
+
+def worker_init(owner: int) -> None:
+    """Run first in every worker process this command starts (loky, local Dask).
+
+    Ctrl-C is the parent's to handle: it stops the workers itself, so a worker ignores SIGINT
+    (no traceback per worker, no half-handled interrupt). And a worker must not outlive its parent:
+    killed with SIGKILL, the parent cannot stop anything, so each worker watches that its parent is
+    still `owner` and exits at once when it is gone (re-parented: SIGKILL, OOM killer, a crash).
+    """
+    global _watching
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _watching == owner:
+        return
+    _watching = owner
+    if os.getppid() != owner:  # already orphaned before it started
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(owner,), name="mesodata-parent-watch", daemon=True).start()
+
+
+def _watch_parent(owner: int) -> None:
+    while os.getppid() == owner:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)  # no cleanup to do: parts are written atomically, a temp file is swept by the next run
+
+
 class LocalExecutor:
     """Units in joblib (loky) worker processes; serial in-process when workers == 1."""
 
@@ -344,11 +463,32 @@ class LocalExecutor:
             return (fn(*j) for j in jobs)
         from joblib import Parallel, delayed
 
-        par = Parallel(n_jobs=self.workers, return_as="generator_unordered", batch_size=1)
-        return par(delayed(fn)(*j) for j in jobs)
+        par = Parallel(n_jobs=self.workers, return_as="generator_unordered", batch_size=1,
+                       initializer=worker_init, initargs=(os.getpid(),))
+        return self._stopping(par(delayed(fn)(*j) for j in jobs))
+
+    @staticmethod
+    def _stopping(results):
+        """Yield from joblib's generator; on Ctrl-C (or any exception) stop its workers now, not
+        after the units already queued."""
+        try:
+            yield from results
+        except BaseException:
+            _kill_loky_workers()
+            raise
 
     def close(self) -> None:
         pass
+
+
+def _kill_loky_workers() -> None:
+    try:
+        from joblib.externals.loky import reusable_executor
+    except ImportError:  # pragma: no cover - joblib without loky
+        return
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=False, kill_workers=True)
 
 
 class DaskExecutor:

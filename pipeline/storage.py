@@ -10,6 +10,7 @@ reads them (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, FSSPEC_S3_*, ...), so every wor
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -62,6 +63,49 @@ def check_store(p, what: str) -> None:
         raise UserError(f"{what} {p}: access denied ({exc}); check the credentials in the environment") from None
     except Exception as exc:  # noqa: BLE001 - each client library raises its own kinds
         raise UserError(f"{what} {p}: cannot reach the store ({type(exc).__name__}: {exc})") from None
+
+
+def missing_folders(p) -> list[Path]:
+    """The folders a `mkdir -p` of local `p` would create, innermost first (none for a URL)."""
+    p = _loc(p)
+    if is_remote(p):
+        return []
+    out, d = [], Path(os.path.abspath(p))
+    while not os.path.lexists(d) and d != d.parent:
+        out.append(d)
+        d = d.parent
+    return out
+
+
+def unwritable(p, exc: OSError, what: str) -> str:
+    """One line saying why folder `p` cannot be created or written, from the OSError that said so."""
+    reason = {errno.EROFS: "read-only file system", errno.ENOTDIR: "a path under a file",
+              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+              errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+              errno.EEXIST: "a file is in the way"}.get(exc.errno, exc.strerror or str(exc))
+    where = f" ({exc.filename})" if exc.filename and os.fspath(exc.filename) != os.fspath(p) else ""
+    return f"{what} {p} cannot be written: {reason}{where}"
+
+
+def check_writable(p, what: str) -> None:
+    """UserError, creating nothing, when local folder `p` (which need not exist yet) could not be
+    made or written: a path under a regular file, a read-only file system, no permission."""
+    p = _loc(p)
+    if is_remote(p):
+        return
+    d = target = Path(os.path.abspath(p))
+    while not os.path.lexists(d) and d != d.parent:
+        d = d.parent
+    if not d.is_dir():
+        what_is = "it is" if d == target else f"{d} is"
+        raise UserError(f"{what} {p} cannot be written: {what_is} not a folder")
+    if not os.access(d, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        reason = "read-only file system" if read_only else "permission denied"
+        raise UserError(f"{what} {p} cannot be written: {reason}" + (f" ({d})" if d != target else ""))
 
 
 def identity(p) -> str:
