@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .errors import UserError
+from .errors import UserError, did_you_mean, environment_error
 from .extras import missing_extra_message
 
 # verb -> "module:attribute" of its click command
@@ -47,6 +47,29 @@ SUMMARIES = {
 }
 
 
+class SuggestingChoice(click.Choice):
+    """click.Choice whose refusal names the closest valid value ('oficial' -> did you mean 'official'?)."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            hint = did_you_mean(str(value), [str(c) for c in self.choices])
+            if hint:
+                exc.message = f"{exc.message.rstrip('.')}{hint}"
+            raise
+
+
+def _suggesting(command: click.Command) -> click.Command:
+    """Give every Choice option of `command` (and its subcommands) the closest-value hint."""
+    for param in command.params:
+        if type(param.type) is click.Choice:
+            param.type = SuggestingChoice(param.type.choices, case_sensitive=param.type.case_sensitive)
+    for sub in getattr(command, "commands", {}).values():
+        _suggesting(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -56,7 +79,14 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _suggesting(getattr(importlib.import_module(module), attr))
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and name not in COMMANDS:
+            raise click.UsageError(f"no command {name!r}{did_you_mean(name, COMMANDS)} "
+                                   f"(commands: {', '.join(COMMANDS)})", ctx)
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, SUMMARIES[name]) for name in COMMANDS]
@@ -101,12 +131,22 @@ def main() -> None:
             raise
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # Ctrl-C: the command has stopped its workers on the way out
+        click.echo("interrupted: stopped; run the same command again to resume", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # a bad option or value: one line, as every user error
+        verb = _verb(sys.argv[1:])
+        click.echo(f"error: {exc.format_message()} (see `mesodata {verb + ' ' if verb else ''}--help`)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a read-only file system, a path under a file, no permission, full disk
+        message = environment_error(exc)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
