@@ -13,6 +13,7 @@ from . import storage
 from .errors import UserError
 from .report import print_table
 from .runner import Lock, Work, make_executor
+from .sources.names import check_held, check_names
 
 log = logging.getLogger("mesodata")
 
@@ -23,6 +24,7 @@ def parse_sources(text: str) -> list[str]:
     sources = [s.strip() for s in text.split(",") if s.strip()]
     if not sources:
         raise UserError("--sources is empty; name at least one of celebdf, dfdc, ff++")
+    check_names(sources)
     return list(dict.fromkeys(sources))
 
 
@@ -33,6 +35,7 @@ def parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
         if not sep or not name or not path:
             raise UserError(f"--source-root expects NAME=PATH, got {v!r}")
         out[name.strip()] = path
+    check_names(out, "source in --source-root")
     return out
 
 
@@ -136,11 +139,13 @@ def build(sources, data_root, work, source_root, compression, ff_splits, frames,
                     "verify": verify, "cascade": cascade, "image_format": image_format, "quality": quality,
                     "decode_timeout": decode_timeout, "min_yield": min_yield}
     dedupe_params = {k: v for k, v in (("radius", radius), ("within_video", within_video)) if v is not None}
+    sources, overrides = parse_sources(sources), parse_overrides(source_root)
+    check_held(data_root, sources, overrides)  # before the work dir is made
     w = Work(work)
     with Lock(w):
         executor = make_executor(backend, workers, scheduler)
         try:
-            run_build(w, data_root, parse_sources(sources), overrides=parse_overrides(source_root),
+            run_build(w, data_root, sources, overrides=overrides,
                       compression=compression, ff_splits=ff_splits, faces_params=faces_params,
                       dedupe_params=dedupe_params, workers=workers, executor=executor)
         finally:
