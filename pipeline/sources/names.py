@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from .. import storage
 from ..errors import UserError, closest, did_you_mean
-from .base import config, registry
+from .base import config
 
 # other spellings people type for a source (its folder name is one too)
 ALIASES = {"ffpp": "ff++", "ff": "ff++", "faceforensics": "ff++", "faceforensicspp": "ff++",
            "celeb-df": "celebdf", "celeb": "celebdf", "celebdfv2": "celebdf", "celeb-df2": "celebdf"}
+
+
+def _known() -> list[str]:
+    from . import ADAPTERS  # the registry of sources (imported here: this module is part of the package)
+
+    return list(ADAPTERS)
 
 
 def folder(name: str) -> str:
@@ -17,15 +23,15 @@ def folder(name: str) -> str:
 
 
 def _aliases() -> dict[str, str]:
-    return {**ALIASES, **{folder(s): s for s in registry()}}
+    return {**ALIASES, **{folder(s): s for s in _known()}}
 
 
 def check_names(names, what: str = "source") -> None:
     """UserError for the first name that is no source, suggesting the closest ('ffpp' -> 'ff++')."""
     for name in names:
-        if name not in registry():
-            raise UserError(f"unknown {what} {name!r}{did_you_mean(name, registry(), _aliases())} "
-                            f"(sources: {', '.join(sorted(registry()))})")
+        if name not in _known():
+            raise UserError(f"unknown {what} {name!r}{did_you_mean(name, _known(), _aliases())} "
+                            f"(sources: {', '.join(sorted(_known()))})")
 
 
 def check_held(data_root, sources: list[str], overrides: dict[str, str]) -> None:
@@ -41,7 +47,7 @@ def check_held(data_root, sources: list[str], overrides: dict[str, str]) -> None
     missing = [s for s in sources if s not in overrides and not (root / folder(s)).is_dir()]
     if not missing:
         return
-    held = [s for s in sorted(registry()) if (root / folder(s)).is_dir()]
+    held = [s for s in sorted(_known()) if (root / folder(s)).is_dir()]
     present = {p.name: p for p in root.iterdir() if p.is_dir()}
     hints = []
     for s in missing:
@@ -49,7 +55,7 @@ def check_held(data_root, sources: list[str], overrides: dict[str, str]) -> None
         if near is not None and near != folder(s):
             hints.append(f"{near}/ looks like {folder(s)}/: rename it, or --source-root {s}={root / near}")
     holds = (f"holds {', '.join(f'{folder(s)}/ ({s})' for s in held)} only" if held
-             else f"holds none of {', '.join(folder(s) + '/' for s in sorted(registry()))}")
+             else f"holds none of {', '.join(folder(s) + '/' for s in sorted(_known()))}")
     lacks = ", ".join(f"{folder(s)}/ for {s}" for s in missing)
     message = f"data root {data_root} {holds}; no {lacks}"
     keep = [s for s in sources if s not in missing] or held
