@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from mesodata.pipeline import storage
 from mesodata.pipeline.errors import UserError
 
 __all__ = ["train_detector", "predict", "export"]
@@ -70,6 +71,7 @@ def train_detector(work: str, run: str, models: str, epochs: int, batch_size: in
     work = Path(work.removeprefix("file://"))
     if not work.is_dir():
         raise UserError(f"no work dir at {work}")
+    storage.check_writable(work / "detector" / run, "run dir")  # now, not after the first epoch
     seed_list = parse_seeds(seeds) if seeds is not None else [seed]
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed_list[0], device=device, workers=workers,
                       processes=processes, loss=loss, lr_schedule=lr_schedule, balance=balance)
@@ -102,8 +104,7 @@ def predict(path: Path, run_dir: Path, model: str | None, frames: int, as_json: 
         return
     click.echo(f"model {name}; score = mean P(fake) over face crops; >= 0.5 is fake")
     for p in preds:
-        verdict = "no face found" if p.score is None else f"{p.score:.3f} {p.label}"
-        click.echo(f"{verdict:>16}  {p.frames_scored}/{p.frames_sampled} frames  {p.video}")
+        click.echo(f"{p.verdict:>16}  {p.frames_scored}/{p.frames_sampled} frames  {p.video}")
     click.echo(f"{timing['videos_per_s']:.2f} videos/s, {timing['frames_per_s']:.1f} frames/s")
 
 

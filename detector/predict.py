@@ -91,15 +91,39 @@ class Prediction:
     frames_scored: int
     frames_sampled: int
     frame_scores: list[float]
+    status: str = "ok"  # else the manifest's status for such a file: unreadable, missing
+    error: str | None = None  # why, in the words `mesodata build` uses (its probe's)
+
+    @property
+    def verdict(self) -> str:
+        if self.status != "ok":
+            return f"{self.status}: {self.error}"
+        return "no face found" if self.score is None else f"{self.score:.3f} {self.label}"
+
+
+def check_video(video: str | Path) -> dict:
+    """The pipeline's probe of `video` (status ok, unreadable or missing, and why): a file that is
+    not a readable video is said to be so, exactly as `mesodata build` records it."""
+    from mesodata.pipeline.probe import probe
+
+    return probe(str(video))
 
 
 def predict_videos(videos: list[Path], run_dir: str | Path, model: str | None = None,
                    params: dict | None = None, batch_size: int = 32) -> tuple[str, list[Prediction], dict]:
     """Score each video; returns (model, predictions, timing with videos/s and frames/s)."""
+    probed = {str(v): check_video(v) for v in videos}
+    if len(videos) == 1 and probed[str(videos[0])]["status"] != "ok":
+        info = probed[str(videos[0])]
+        raise UserError(f"{videos[0]} is {info['status']}: {info['error']}")
     name, score = load_run_scorer(run_dir, model)
     params = params or {}
     preds, n_frames, t0 = [], 0, time.perf_counter()
     for video in videos:
+        info = probed[str(video)]
+        if info["status"] != "ok":
+            preds.append(Prediction(str(video), None, None, 0, 0, [], info["status"], info["error"]))
+            continue
         table = extract_faces(video, params)
         ok = [r["bytes"] for r, s in zip(table["image"].to_pylist(), table["status"].to_pylist())
               if s == "face" and r is not None]
