@@ -167,3 +167,28 @@ def write_dedupe(work: Work, rows: list[dict], tag: str = "fixture") -> None:
     atomic.write_parquet(work.path("dedupe.parquet"), schema.conform(t, "dedupe"))
     work.record(Stage("faces", "fixture", {"tag": tag}, upstream=("manifest",)), [], {})
     work.record(Stage("dedupe", "fixture", {"tag": tag}, upstream=("faces",)), ["dedupe.parquet"], {"crops": len(rows)})
+
+
+def with_shared_intro(src: Path, dest: Path) -> Work:
+    """A copy of a manifest + faces work dir (e.g. `sample_work`) in which every video with a face crop
+    also opens with the same two-frame intro: the astronaut's face under a slow pan, graded a little
+    brighter in each video (so no two videos share pixels, only pHashes). Real dedupe then finds one
+    cross-video cluster linking every video, as a channel ident or a shared title card would: single
+    linkage joins all the groups into one."""
+    shutil.copytree(src, dest)
+    work = Work(dest)
+    intro = [c for c in face_crops(footage.pan(footage.astronaut(), 2, (320, 320), seed=3)) if c is not None]
+    assert len(intro) == 2
+    parts = sorted(p for p in (dest / "faces").glob("*.parquet"))
+    videos = []
+    for k, part in enumerate(parts):
+        t = pq.read_table(part).to_pylist()
+        crops = [r["image"]["bytes"] if r["image"] else None for r in t]
+        if any(c is not None for c in crops):
+            crops += [np.clip(c.astype(np.int16) + 1 + k, 0, 255).astype(np.uint8) for c in intro]
+        idx = [r["frame_index"] for r in t] + [10_000, 10_001][:len(crops) - len(t)]
+        videos.append({**{c: t[0][c] for c in ("video_id", "source", "label", "method", "group")},
+                       "crops": crops, "frame_index": idx})
+        part.unlink()
+    write_faces(work, videos, tag="intro")
+    return work

@@ -105,13 +105,37 @@ def test_ratios_land_within_tolerance_per_stratum():
 
 
 def test_coarse_groups_do_their_best_and_say_how_far():
-    """Three identity groups cannot make 70:20:10 in every stratum: assigned anyway, deviation reported."""
-    videos, dd = _synthetic(n_groups=3)
+    """Three identity groups per source cannot make 70:20:10 in every stratum: assigned anyway (each
+    source still gets val and test), deviation reported."""
+    videos, dd = _synthetic(n_groups=9)
     man = pd.DataFrame(videos).assign(status="ok")
     table, rep = split.split_videos(man, pd.DataFrame(dd).assign(cluster_videos=1),
                                     {"seed": 0, "ratios": [70, 20, 10], "protocol": "default"})
     assert table.split.notna().all() and rep["audit"]["groups_crossing"] == 0
+    assert (table.groupby("source").split.nunique() == 3).all()
     assert rep["max_stratum_deviation"] >= 20
+
+
+def test_one_group_per_source_is_refused_not_written_train_only():
+    """One group per source: a source cannot have val or test rows. Today's code put each source
+    in one split and carried on; now it is a UserError naming the sources, the largest group's share
+    and the remedies, and with duplicates joining nothing it says so."""
+    videos, dd = _synthetic(n_groups=3)
+    man = pd.DataFrame(videos).assign(status="ok")
+    with pytest.raises(UserError) as e:
+        split.split_videos(man, pd.DataFrame(dd).assign(cluster_videos=1),
+                           {"seed": 0, "ratios": [70, 20, 10], "protocol": "default"})
+    msg = str(e.value)
+    assert "\n" not in msg and "no rows in val or test" in msg
+    shares = pd.DataFrame(dd).groupby("source").size()
+    big = pd.DataFrame(dd).merge(man[["video_id", "group"]], on="video_id").groupby("group").size()
+    assert f"holds {100 * big.max() / big.sum():.0f}% of the kept frames" in msg
+    assert "duplicate clusters joined no other manifest group into it" in msg
+    assert "--protocol official" in msg and len(shares) == 3
+    # a split asked to be empty is not a problem: 80:20:0 needs no test rows ... but still val
+    with pytest.raises(UserError, match="no rows in val\\."):
+        split.split_videos(man, pd.DataFrame(dd).assign(cluster_videos=1),
+                           {"seed": 0, "ratios": [80, 20, 0], "protocol": "default"})
 
 
 def test_deterministic_and_seed_sensitive(tmp_path):
@@ -235,3 +259,130 @@ def test_small_source_still_gets_val_and_test():
     # too few groups: nothing is pinned, the squared-error optimum stands
     few = el.iloc[:2]
     assert (_no_empty_split(few, groups[:2], ratios, 0) == -1).all()
+
+
+# --- a split the groups cannot make (issue 14, item 10) ----------------------------------------
+@pytest.fixture(scope="module")
+def chained_work(sample_root, tmp_path_factory):
+    """The real-footage sample with a shared intro in every video, deduped for real: one duplicate
+    cluster links every video, so (near) joining leaves one group. Read-only: copy it."""
+    src = F.sample_work(sample_root, tmp_path_factory.mktemp("sample_work") / "work")
+    work = F.with_shared_intro(src, tmp_path_factory.mktemp("chained") / "work")
+    from mesodata.pipeline.stages import dedupe
+
+    dedupe.run(work, {}, workers=1)
+    return work
+
+
+def _copy(work: Work, dest: Path) -> Work:
+    import shutil
+
+    shutil.copytree(work.root, dest)
+    return Work(dest)
+
+
+def test_a_split_the_groups_cannot_make_stops_with_exit_2_and_writes_nothing(chained_work, tmp_path):
+    """Today this wrote a train-only split.parquet and train shards and exited 0."""
+    work = _copy(chained_work, tmp_path / "w")
+    p = subprocess.run([sys.executable, "-m", "mesodata.pipeline.cli", "split", "--work", str(work.root),
+                        "--workers", "1", "--augment", "none"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    msg = lines[0]
+    dd = pq.read_table(work.path("dedupe.parquet")).to_pandas()
+    intro = int(dd.cluster[dd.frame_index == 10_000].iloc[0])  # the cluster every video shares
+    n_videos = dd.video_id[dd.cluster == intro].nunique()
+    n_groups = dd.group.nunique()
+    assert n_videos == dd.video_id.nunique() and n_groups >= 10
+    assert "val gets no rows; test gets no rows" in msg
+    assert "sources celebdf, dfdc, ff++ get no rows in val or test" in msg
+    assert "holds 100% of the kept frames (celebdf 100%, dfdc 100%, ff++ 100%)" in msg
+    assert f"duplicate clusters joined {n_groups} manifest groups into it" in msg
+    assert (f"worst: cluster {intro}, {int((dd.cluster == intro).sum())} crops in {n_videos} videos, "
+            f"joined {n_groups} manifest groups") in msg
+    for remedy in ("--join-duplicates exact", "--join-duplicates none", "--protocol official"):
+        assert remedy in msg
+    # nothing marked done: no split, no report, no shards, no fingerprint
+    assert not work.path(split.OUTPUT).exists() and not work.path(split.REPORT).exists()
+    assert not work.path("shards").exists() and work.state("split") is None and work.state("shards") is None
+
+
+def test_join_duplicates_exact_and_none_are_the_remedies(chained_work, tmp_path):
+    """exact: the intro's crops differ in pixels, so only the sample's byte-identical copy joins
+    groups; none: nothing joins. Both split, and report the duplicates left crossing splits as leaks."""
+    dd = pq.read_table(chained_work.path("dedupe.parquet")).to_pandas()
+    intro = int(dd.cluster[dd.frame_index == 10_000].iloc[0])
+    copy = ("ff++/original_sequences/youtube/c23/videos/000", "dfdc/dfdc_train_part_0/ecopiedxxx")
+    fps = set()
+    for mode in ("exact", "none"):
+        work = _copy(chained_work, tmp_path / mode)
+        st = split.run(work, {"seed": 0, "join_duplicates": mode})
+        fps.add(st["fingerprint"])
+        t = pq.read_table(work.path(split.OUTPUT)).to_pandas()
+        a = t[t.split.notna()]
+        assert (a.groupby("source").split.nunique() == 3).all()  # every source in train, val and test
+        _groups_never_straddle(t, "group")
+        rep = json.loads(work.path(split.REPORT).read_text())
+        assert rep["join_duplicates"] == mode and rep["params"]["join_duplicates"] == mode
+        crossing = {c["cluster"] for c in rep["leaks"]["duplicate_clusters"]}
+        assert intro in crossing and rep["audit"]["duplicate_clusters_crossing"] == len(crossing)
+        g = dict(zip(t.video_id, t.group))
+        if mode == "exact":  # the byte-identical copy still joins its two groups
+            assert g[copy[0]] == g[copy[1]] and rep["duplicate_join_count"] >= 1
+            assert all(set(j["groups"]) == {t.manifest_group[t.video_id == v].iloc[0] for v in copy}
+                       for j in rep["duplicate_joins"])
+        else:
+            assert (t.group == t.manifest_group).all() and rep["duplicate_join_count"] == 0
+    assert len(fps) == 2
+
+
+def test_join_duplicates_near_is_the_default_and_keeps_the_fingerprint(split_work, tmp_path):
+    """Default options give today's split: --join-duplicates near is not in the parameters, so a
+    work dir split before the option existed stays fresh, and the explicit value is the same split."""
+    st = split_work.state("split")
+    assert st["params"] == {"seed": 0, "ratios": [70.0, 20.0, 10.0], "protocol": "default"}
+    work = _copy(split_work, tmp_path / "w")
+    before = work.path(split.OUTPUT).read_bytes()
+    again = split.run(work, {"seed": 0, "join_duplicates": "near"})
+    assert again["fingerprint"] == st["fingerprint"] and again["finished"] == st["finished"]  # fresh: skipped
+    work.path(split.OUTPUT).unlink()
+    split.run(work, {"seed": 0, "join_duplicates": "near"})
+    assert work.path(split.OUTPUT).read_bytes() == before
+    with pytest.raises(UserError, match="--join-duplicates must be one of near, exact, none"):
+        split.run(work, {"join_duplicates": "fuzzy"})
+
+
+# --- group sizes after joining (issue 14, item 11) ---------------------------------------------
+def test_split_report_has_group_sizes_after_joining(split_work, chained_work):
+    t = pq.read_table(split_work.path(split.OUTPUT)).to_pandas()
+    a = t[t.split.notna()]
+    g = json.loads(split_work.path(split.REPORT).read_text())["groups_after_joining"]
+    assert g["groups"] == a.group.nunique() and g["manifest_groups"] == a.manifest_group.nunique()
+    per = a.groupby("group").manifest_group.nunique()
+    assert g["groups_by_manifest_groups"] == {str(k): int(v) for k, v in per.value_counts().sort_index().items()}
+    assert g["joined_groups"] == int((per > 1).sum()) >= 1  # the copied and the re-encoded clip
+    frames = a.groupby("group").frames.sum()
+    assert g["frames_per_group"]["max"] == frames.max() and g["frames_per_group"]["min"] == frames.min()
+    assert g["largest"][0]["frames"] == frames.max()
+    # every (group, source) over 30% of the source's kept frames is flagged, and only those
+    share = a.groupby(["group", "source"]).frames.sum() / a.groupby("source").frames.sum()
+    assert {(f["group"], f["source"]) for f in g["flagged"]} == set(share[share > 0.30].index)
+    # the chain: the dedupe report (before any split) flags the one joined group for every source
+    d = json.loads(chained_work.path("reports/dedupe.json").read_text())["groups_after_joining"]
+    assert d["groups"] == 1 and d["joined_groups"] == 1 and d["manifest_groups"] >= 10
+    assert {(f["source"], f["share"], f["manifest_groups"]) for f in d["flagged"]} == {
+        (s, 100.0, d["manifest_groups"]) for s in ("celebdf", "dfdc", "ff++")}
+    assert d["largest"][0]["worst_cluster"]["manifest_groups"] == d["manifest_groups"]
+
+
+def test_flag_threshold_is_strictly_over_30_percent():
+    from mesodata.pipeline.stages.dedupe import group_summary
+
+    f = pd.DataFrame({"video_id": list("abcdef"), "source": ["s"] * 4 + ["t"] * 2,
+                      "group": ["A", "B", "B", "C", "D", "D"], "manifest_group": list("ABECDF"),
+                      "frames": [30, 31, 9, 30, 5, 5]})
+    g = group_summary(f, [])
+    assert {(x["group"], x["source"], x["share"]) for x in g["flagged"]} == {("B", "s", 40.0), ("D", "t", 100.0)}
+    assert g["groups_by_manifest_groups"] == {"1": 2, "2": 2} and g["flagged_joined"] == 2

@@ -213,13 +213,16 @@ def _refuse_impossible(man: pd.DataFrame, dd: pd.DataFrame, p: dict, gmap: dict[
         return  # nothing eligible: the audit says why every video is out
     wanted = [s for s, r in zip(SPLITS, p["ratios"]) if r > 0]
     problems = [f"{s} gets no rows" for s in wanted if not (a.split == s).any()]
-    bad_sources = []
+    bad_sources, by_missing = [], {}
     if p["protocol"] == "default":
         for source, sub in a.groupby("source"):
-            missing = [s for s in wanted if s != "train" and not (sub.split == s).any()]
+            missing = tuple(s for s in wanted if s != "train" and not (sub.split == s).any())
             if missing:
                 bad_sources.append(source)
-                problems.append(f"source {source} gets none in {' or '.join(missing)}")
+                by_missing.setdefault(missing, []).append(source)
+    for missing, sources in by_missing.items():
+        problems.append(f"source{'s' if len(sources) > 1 else ''} {', '.join(sources)} "
+                        f"get{'' if len(sources) > 1 else 's'} no rows in {' or '.join(missing)}")
     if not problems:
         return
     sizes = a.groupby("group").frames.sum().sort_values(ascending=False, kind="stable")
