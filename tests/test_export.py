@@ -192,6 +192,8 @@ def test_deepfakebench_readme_and_report(dfb):
     for needle in ("dataset_json_folder: './datasets/mesodata/dataset_json'", "lmdb: false", "compression: c23",
                    "Viola-Jones", "landmarks", "masks", "'FaceForensics++'", "'Celeb-DF-v2'"):
         assert needle in readme, needle
+    listed = readme.split("Dataset names (`dataset_json/<name>.json`): ")[1].split(". Label names")[0]
+    assert listed == ", ".join(f"`{p.stem}`" for p in sorted((out / "dataset_json").glob("*.json")))
     report = json.loads(work.path("reports/export-deepfakebench.json").read_text())
     assert report["images"] == state["counts"]["images"]
     assert report["upstream"]["split"] == work.state("split")["fingerprint"]

@@ -359,7 +359,9 @@ def run(work: Work, fmt: str, out, params: dict | None = None, *, workers: int =
     results = map_units(_export_shard, units, parts, artifact=None, workers=workers,
                         desc=f"export {fmt}", executor=executor)
     table = read_parts(parts, [u.key for u in units])
-    table = table.sort_by([("split", "ascending"), ("video_id", "ascending"), ("frame_index", "ascending")])
+    order = pa.array([MODES.index(s) for s in table["split"].to_pylist()], pa.int8())
+    table = table.append_column("_mode", order).sort_by(
+        [("_mode", "ascending"), ("video_id", "ascending"), ("frame_index", "ascending")]).drop_columns(["_mode"])
     files = _write_index(out, fmt, p, table, plan)
     report = _report(work, stage, fp, out, p, table, plan, skipped, files)
     atomic.write_json(work.path(report_rel), report)
@@ -404,7 +406,8 @@ def _write_index(out: Path, fmt: str, p: dict, table: pa.Table, plan: dict) -> l
         files = _write_deepfakebench(out, p, table, plan)
     else:
         files = _write_imagefolder(out, table)
-    atomic.write_bytes(out / "README.md", _readme(fmt, p, table, plan).encode())
+    names = [Path(f).stem for f in files if f.startswith("dataset_json/")]
+    atomic.write_bytes(out / "README.md", _readme(fmt, p, table, plan, names).encode())
     return [*files, "README.md"]
 
 
@@ -453,7 +456,7 @@ def _write_imagefolder(out: Path, table: pa.Table) -> list[str]:
     return ["metadata.csv"]
 
 
-def _readme(fmt: str, p: dict, table: pa.Table, plan: dict) -> str:
+def _readme(fmt: str, p: dict, table: pa.Table, plan: dict, datasets: list[str]) -> str:
     n, n_videos = table.num_rows, len(set(table["video_id"].to_pylist()))
     if fmt == "imagefolder":
         return f"""# mesodata benchmark as an image folder
@@ -469,7 +472,6 @@ train = ImageFolder("train")   # classes ['fake', 'real'] in ImageFolder's alpha
                                # class_to_idx == {{'fake': 0, 'real': 1}}; mesodata's label is the reverse
 ```
 """
-    datasets = sorted({d for e in plan.values() for d in e["datasets"]})
     levels = sorted({e["compression"] for e in plan.values() if e["compression"]})
     per_video = max((len(v) for v in _group(table).values()), default=0)
     train_sets = [d for d in ("FaceForensics++", "DeepFakeDetection", "Celeb-DF-v2", "DFDCP", "DFDC") if d in datasets]
