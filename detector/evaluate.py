@@ -134,6 +134,26 @@ def per_method_same_source(frames: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
+class _WeightedAuc:
+    """AUC with per-row weights (ties count one half), for many weight vectors over the same
+    scores: the scores are sorted once, each call is two bincounts and a cumulative sum."""
+
+    def __init__(self, labels: np.ndarray, scores: np.ndarray) -> None:
+        order = np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")
+        self.order = order
+        self.y = np.asarray(labels).astype(np.float64)[order]
+        _, self.tie = np.unique(np.asarray(scores, dtype=np.float64)[order], return_inverse=True)
+        self.n_tie = int(self.tie.max()) + 1 if len(order) else 0
+
+    def __call__(self, weights: np.ndarray) -> float:
+        w = np.asarray(weights, dtype=np.float64)[self.order]
+        gp = np.bincount(self.tie, w * self.y, minlength=self.n_tie)
+        gn = np.bincount(self.tie, w * (1 - self.y), minlength=self.n_tie)
+        below = np.cumsum(gn) - gn
+        den = gp.sum() * gn.sum()
+        return float((gp * (below + 0.5 * gn)).sum() / den) if den else math.nan
+
+
 def bootstrap_auc(frames: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Percentile bootstrap intervals for frame and video AUC, resampling videos (not frames) with
     replacement, separately within each class so both stay present; a frame counts as many times
@@ -144,19 +164,17 @@ def bootstrap_auc(frames: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level
     rng = np.random.default_rng(seed)
     vid_index = {v: i for i, v in enumerate(videos["video_id"])}
     frame_vid = frames["video_id"].map(vid_index).to_numpy()
-    fl, fs = frames["label"].to_numpy().astype(int), frames["score"].to_numpy(dtype=np.float64)
-    vl, vs = videos["label"].to_numpy().astype(int), videos["score"].to_numpy(dtype=np.float64)
+    vl = videos["label"].to_numpy().astype(int)
+    f_auc = _WeightedAuc(frames["label"].to_numpy(), frames["score"].to_numpy())
+    v_auc = _WeightedAuc(vl, videos["score"].to_numpy())
     groups = [np.flatnonzero(vl == c) for c in (0, 1)]
     f_aucs, v_aucs = [], []
     for _ in range(n_boot):
-        counts = np.zeros(len(videos), np.int64)
+        counts = np.zeros(len(videos), np.float64)
         for g in groups:
-            np.add.at(counts, rng.choice(g, size=len(g), replace=True), 1)
-        w = counts[frame_vid]
-        keep = w > 0
-        f_aucs.append(skm.roc_auc_score(fl[keep], fs[keep], sample_weight=w[keep]))
-        vk = counts > 0
-        v_aucs.append(skm.roc_auc_score(vl[vk], vs[vk], sample_weight=counts[vk]))
+            counts += np.bincount(rng.choice(g, size=len(g), replace=True), minlength=len(videos))
+        f_aucs.append(f_auc(counts[frame_vid]))
+        v_aucs.append(v_auc(counts))
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
     return {"frame": [float(np.percentile(f_aucs, lo)), float(np.percentile(f_aucs, hi))],
             "video": [float(np.percentile(v_aucs, lo)), float(np.percentile(v_aucs, hi))],

@@ -88,3 +88,57 @@ def test_video_with_mixed_labels_is_an_error():
     frames = pd.DataFrame({"video_id": ["a", "a"], "label": [0, 1], "score": [0.1, 0.9]})
     with pytest.raises(ValueError, match="both labels"):
         video_frame(frames)
+
+
+def test_balanced_accuracy_and_val_threshold():
+    from mesodata.detector.evaluate import balanced_accuracy, choose_threshold
+
+    y = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
+    assert balanced_accuracy(y, np.ones(10)) == pytest.approx(0.5)  # all-fake: 80 % ACC, 50 % bACC
+    assert balanced_accuracy(y, y) == 1.0
+    # val scores all above 0.5 but separable: the rule picks a threshold between the classes
+    s = np.array([0.60, 0.62, 0.70, 0.71, 0.72, 0.80, 0.85, 0.90, 0.91, 0.95])
+    t = choose_threshold(y, s)
+    assert 0.62 < t < 0.70 and balanced_accuracy(y, s >= t) == 1.0
+    assert choose_threshold(np.ones(4), np.array([0.1, 0.2, 0.3, 0.4])) == 0.5  # one class: no choice
+    m = binary_metrics(y, np.full(10, 0.9))
+    assert m["acc"] == pytest.approx(0.8) == m["majority_share"] and m["bacc"] == 0.5
+    assert m["pred_fake_share"] == 1.0
+
+
+def test_per_method_auc_against_the_same_sources_reals():
+    """Source A is scored high overall, source B low: against all reals B's fakes look like chance,
+    against B's own reals they are perfectly separated."""
+    frames = pd.DataFrame({
+        "video_id": ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "b3"],
+        "source":   ["A", "A", "A", "A", "B", "B", "B", "B"],
+        "method":   ["orig", "orig", "mA", "mA", "orig", "orig", "mB", "mB"],
+        "label":    [0, 0, 1, 1, 0, 0, 1, 1],
+        "score":    [0.80, 0.85, 0.90, 0.95, 0.05, 0.10, 0.20, 0.25],
+    })
+    res = evaluate_frame(frames)
+    assert set(res["per_method"]) == {"A/mA", "B/mB"}
+    assert res["per_method"]["B/mB"]["auc"] == 1.0 and res["per_method"]["B/mB"]["n"] == 4
+    assert res["per_method"]["A/mA"]["auc"] == 1.0
+    assert res["per_method_vs_all_reals"]["mB"]["auc"] == pytest.approx(0.5)  # cross-source, labelled so
+
+
+def test_bootstrap_resamples_videos_not_frames():
+    from mesodata.detector.evaluate import _WeightedAuc, bootstrap_auc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.random(500) + 0.3 * y, 2)  # with ties
+    w = rng.integers(0, 4, 500)
+    assert _WeightedAuc(y, s)(w) == pytest.approx(skm.roc_auc_score(y, s, sample_weight=w))
+    # 12 videos of 50 identical frames each: frames add no information beyond their video, so the
+    # frame-level interval must be as wide as the video-level one (resampling frames would shrink it)
+    vid_scores = rng.random(12) + 0.4 * np.arange(12) % 2
+    frames = pd.DataFrame({"video_id": np.repeat([f"v{i}" for i in range(12)], 50),
+                           "label": np.repeat(np.arange(12) % 2, 50),
+                           "score": np.repeat(vid_scores, 50)})
+    ci = bootstrap_auc(frames, n_boot=300, seed=0)
+    assert ci["frame"][1] - ci["frame"][0] == pytest.approx(ci["video"][1] - ci["video"][0], abs=1e-9)
+    assert ci["video"][1] - ci["video"][0] > 0.2
+    auc = skm.roc_auc_score(np.arange(12) % 2, vid_scores)
+    assert ci["video"][0] <= auc <= ci["video"][1]
