@@ -13,6 +13,7 @@ from . import storage
 from .errors import UserError
 from .report import print_table
 from .runner import Lock, Work, make_executor
+from .sources import ADAPTERS
 from .sources.names import check_held, check_names
 
 log = logging.getLogger("mesodata")
@@ -23,7 +24,7 @@ STAGES = ["manifest", "faces", "dedupe", "split", "shards"]
 def parse_sources(text: str) -> list[str]:
     sources = [s.strip() for s in text.split(",") if s.strip()]
     if not sources:
-        raise UserError("--sources is empty; name at least one of celebdf, dfdc, ff++")
+        raise UserError(f"--sources is empty; name at least one of {', '.join(ADAPTERS)}")
     check_names(sources)
     return list(dict.fromkeys(sources))
 
@@ -72,8 +73,8 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
 
 
 @click.command()
-@click.option("--sources", default="celebdf,dfdc,ff++", show_default=True,
-              help="Comma-separated sources: celebdf, dfdc, ff++.")
+@click.option("--sources", default=",".join(ADAPTERS), show_default=True,
+              help=f"Comma-separated sources: {', '.join(ADAPTERS)} (manifests/*.yaml, and $MESODATA_SOURCES).")
 @click.option("--data-root", required=True, metavar="PATH|URL",
               help="Folder holding Celeb-DF-v2/, DFDC/, FaceForensics++/ as downloaded; or an fsspec "
                    "URL such as s3://bucket/prefix (see docs/cluster.md).")

@@ -65,19 +65,20 @@ __all__ = [
 
 log = logging.getLogger("mesodata")
 
-FF_DIR = "FaceForensics++"
-COMPRESSIONS = ("raw", "c23", "c40")
-# --ff-methods name -> folder under the FF++ root (the server mirrors this layout under v3/).
-FF_METHODS: dict[str, str] = {
-    "original": "original_sequences/youtube",
-    "actors": "original_sequences/actors",
-    "Deepfakes": "manipulated_sequences/Deepfakes",
-    "Face2Face": "manipulated_sequences/Face2Face",
-    "FaceSwap": "manipulated_sequences/FaceSwap",
-    "NeuralTextures": "manipulated_sequences/NeuralTextures",
-    "FaceShifter": "manipulated_sequences/FaceShifter",
-    "DeepFakeDetection": "manipulated_sequences/DeepFakeDetection",
-}
+
+
+def _ff_layout() -> tuple[str, tuple[str, ...], dict[str, str]]:
+    """FF++'s folder, compressions and --ff-methods name -> folder under its root, from
+    manifests/ff++.yaml (the server mirrors this layout under v3/)."""
+    from .sources import config
+
+    cfg = config("ff++")
+    subsets = {**cfg["reals"], **cfg["fakes"]}
+    methods = {spec.get("fetch_name", name): spec["dir"].split("/{compression}")[0] for name, spec in subsets.items()}
+    return cfg["folder"], tuple(cfg["compressions"]), methods
+
+
+FF_DIR, COMPRESSIONS, FF_METHODS = _ff_layout()
 # Methods whose names come from deepfake_detection_filenames.json (and under which key).
 _DFD_KEYS = {"actors": "actors", "DeepFakeDetection": "DeepFakesDetection"}
 # Masks exist for manipulated methods only, and FaceShifter was released without them.

@@ -1,10 +1,15 @@
-"""Source adapters: one per dataset, each turning its folder into manifest rows."""
+"""Source adapters: one per dataset, each turning its folder into manifest rows.
+
+Which sources exist is the registry's (base.registry(): manifests/*.yaml and $MESODATA_SOURCES);
+each description names its adapter module.
+"""
 
 from __future__ import annotations
 
-from . import celebdf, dfdc, ffpp
-from .base import Listing, config
+import importlib
 
-ADAPTERS = {"ff++": ffpp, "celebdf": celebdf, "dfdc": dfdc}
+from .base import Listing, config, registry
 
-__all__ = ["ADAPTERS", "Listing", "config"]
+ADAPTERS = {name: importlib.import_module(cfg["adapter"]) for name, cfg in registry().items()}
+
+__all__ = ["ADAPTERS", "Listing", "config", "registry"]

@@ -25,10 +25,41 @@ from .. import storage
 from ..errors import UserError
 
 
+# Folders (os.pathsep-separated) of further source descriptions, beside the shipped manifests/*.yaml.
+SOURCES_ENV = "MESODATA_SOURCES"
+
+
 @functools.cache
+def _registry(extra: str) -> dict[str, dict]:
+    files = [f for f in importlib.resources.files("mesodata.manifests").iterdir() if f.name.endswith(".yaml")]
+    files += [f for folder in extra.split(os.pathsep) if folder for f in sorted(Path(folder).glob("*.yaml"))]
+    out: dict[str, dict] = {}
+    for f in files:
+        try:
+            cfg = yaml.safe_load(f.read_text())
+        except yaml.YAMLError as exc:
+            raise UserError(f"source description {f}: not valid YAML ({exc})") from None
+        missing = [k for k in ("name", "folder", "adapter") if not isinstance(cfg, dict) or not cfg.get(k)]
+        if missing:
+            raise UserError(f"source description {f}: missing key(s) {', '.join(missing)}")
+        if cfg["name"] in out:
+            raise UserError(f"source description {f}: source {cfg['name']!r} is described twice")
+        out[cfg["name"]] = cfg
+    return dict(sorted(out.items()))
+
+
+def registry() -> dict[str, dict]:
+    """Every known source's description, by name, sorted: the shipped manifests/*.yaml and any in
+    the folders of $MESODATA_SOURCES. Each names its `adapter` module (see docs/adding-a-source.md)."""
+    return _registry(os.environ.get(SOURCES_ENV, ""))
+
+
 def config(name: str) -> dict:
-    """The declarative description of source `name` (manifests/<name>.yaml)."""
-    return yaml.safe_load(importlib.resources.files("mesodata.manifests").joinpath(f"{name}.yaml").read_text())
+    """The declarative description of source `name`."""
+    try:
+        return registry()[name]
+    except KeyError:
+        raise UserError(f"unknown source {name!r}; choose from {', '.join(registry())}") from None
 
 
 @dataclass

@@ -44,7 +44,7 @@ def _links(subset: str, stem: str) -> tuple[list[str], str | None]:
     return [], None  # YouTube-real: no identity information, a group of its own
 
 
-def list_source(root: Path, data_root: Path) -> Listing:
+def list_source(root: Path, data_root: Path, **options) -> Listing:
     cfg = config(NAME)
     out = Listing()
     test_path = root / cfg["test_list"]

@@ -84,7 +84,7 @@ def _unlisted(root: Path, data_root: Path, files: list[Path], out: Listing) -> N
                             status="unlisted", error="on disk but absent from the metadata; no label"))
 
 
-def list_source(root: Path, data_root: Path) -> Listing:
+def list_source(root: Path, data_root: Path, **options) -> Listing:
     cfg = config(NAME)
     out = Listing()
     previews = [root / m for m in cfg["preview"]["metadata"] if (root / m).is_file()]

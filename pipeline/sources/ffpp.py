@@ -62,7 +62,7 @@ def read_conversion(path: Path) -> dict[str, str]:
 
 
 def list_source(root: Path, data_root: Path, *, compression: str = "c23",
-                split_dir: Path | None = None) -> Listing:
+                split_dir: Path | None = None, **options) -> Listing:
     cfg = config(NAME)
     if compression not in cfg["compressions"]:
         raise UserError(f"--compression must be one of {', '.join(cfg['compressions'])}; got {compression!r}")

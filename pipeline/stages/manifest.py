@@ -53,9 +53,8 @@ def list_all(data_root, roots: dict[str, Path], compression: str, ff_splits: Pat
     listings = {}
     for s, root in roots.items():
         storage.list_once(root)
-        adapter = ADAPTERS[s]
-        kwargs = {"compression": compression, "split_dir": ff_splits} if s == "ff++" else {}
-        listings[s] = adapter.list_source(root, _absolute(data_root), **kwargs)
+        listings[s] = ADAPTERS[s].list_source(root, _absolute(data_root), compression=compression,
+                                              split_dir=ff_splits)
     return listings
 
 
