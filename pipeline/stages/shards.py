@@ -618,7 +618,9 @@ def _card(info: dict) -> str:
         else f"- `{s}`: see the terms of the dataset it comes from." for s in held)
     cites = [k for s in held if s in _SOURCES for k in _SOURCES[s][2]] + ["afchar2018mesonet"]
     bibtex = "\n\n".join(_BIBTEX[k] for k in dict.fromkeys(cites))
-    tags = "\n".join(f"- {t}" for t in ["deepfake-detection", "face-forgery", "mesodata", *held])
+    source_tags = {"ff++": "faceforensics", "celebdf": "celeb-df", "dfdc": "dfdc"}
+    tags = "\n".join(f"- {t}" for t in ["deepfake-detection", "face-forgery", "mesodata",
+                                         *(source_tags[s] for s in held if s in source_tags)])
     return f"""---
 pretty_name: mesodata leak-free face-crop deepfake benchmark
 license: other
