@@ -24,7 +24,6 @@ beside itself, once, into the layout `mesodata build` reads (pipeline.archives).
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import math
 import os
@@ -46,7 +45,7 @@ import numpy as np
 import requests
 import urllib3
 
-from . import archives, atomic
+from . import archives, atomic, storage
 from .errors import UserError
 
 __all__ = [
@@ -423,14 +422,6 @@ class _Options:
     extract: bool = True
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _new_session(connections: int) -> requests.Session:
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=connections,
@@ -527,7 +518,7 @@ def _already_complete(final: Path, item: Download, session: requests.Session,
                       opts: _Options) -> bool:
     """Whether the file under its final name is complete, without downloading it again."""
     if item.sha256:
-        return _sha256(final) == item.sha256
+        return storage.sha256(final) == item.sha256
     size = final.stat().st_size
     if item.size is not None:
         return size == item.size
@@ -768,7 +759,7 @@ def _verify(part: Path, item: Download, total: int | None) -> str | None:
     if item.size is not None and size != item.size:
         return f"size mismatch: got {size} bytes, manifest says {item.size}"
     if item.sha256:
-        digest = _sha256(part)
+        digest = storage.sha256(part)
         if digest != item.sha256:
             return f"sha256 mismatch: got {digest}, manifest says {item.sha256}"
     return None
