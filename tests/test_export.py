@@ -350,3 +350,17 @@ def test_command_and_its_one_line_errors(tmp_path):
     assert (tmp_path / "theirs" / "notes.txt").read_text() == "mine"
     res = mesodata("export-dataset", "--work", tmp_path / "nowhere", "--format", "imagefolder", "--out", tmp_path / "z")
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_export_needs_finished_current_shards(tmp_path):
+    work = make_work(tmp_path / "work", VIDEOS[6:10])
+    with pytest.raises(UserError, match="run `mesodata split` first"):
+        export.run(Work(tmp_path / "empty"), "imagefolder", tmp_path / "o1")
+    state = work.path(".state", "shards.json")
+    kept = state.read_text()
+    state.unlink()  # a killed `mesodata split`: shards unfinished
+    with pytest.raises(UserError, match="not finished"):
+        export.run(work, "imagefolder", tmp_path / "o2")
+    state.write_text(kept)
+    st = export.run(work, "imagefolder", tmp_path / "o3")
+    assert st["counts"]["images"] == sum(len(v) for v in originals(VIDEOS[6:10]).values())

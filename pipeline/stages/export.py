@@ -173,7 +173,9 @@ def _check_shards_current(work: Work) -> str:
         info = json.loads(work.path(shards_stage.INFO).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         raise UserError(f"no shards in {work.root}: run `mesodata split` first") from None
-    if work.state("shards") is None or info.get("upstream", {}).get("split") != split["fingerprint"]:
+    if work.state("shards") is None:
+        raise UserError(f"the shards in {work.path('shards')} are not finished: rerun `mesodata split` first")
+    if info.get("upstream", {}).get("split") != split["fingerprint"]:
         raise UserError(f"the shards in {work.path('shards')} were made from another split: "
                         "rerun `mesodata split` first")
     return split["fingerprint"]
