@@ -104,14 +104,15 @@ def build_upstream(root: Path, videos=VIDEOS, tag: str = "v1") -> Work:
         work.path("faces").mkdir(parents=True, exist_ok=True)
         pq.write_table(t, work.path(rel))
         outs.append(rel)
-        split.append({"video_id": vid, "group": f"g-{vid.split('/')[-1]}", "split": sp})
+        split.append({"video_id": vid, "group": f"g-{vid.split('/')[-1]}", "split": sp, "label": label})
     # the faces stage's index of its parts (as pipeline/stages/faces.py writes it)
     work.path("faces", "_index.json").write_text(json.dumps({"parts": [
         {"video_id": v[0], "part": Path(o).name} for v, o in zip(videos, outs)]}))
     outs.append("faces/_index.json")
     pq.write_table(pa.Table.from_pylist(dedupe), work.path("dedupe.parquet"))
     pq.write_table(pa.Table.from_pylist(split, schema=pa.schema([
-        ("video_id", pa.string()), ("group", pa.string()), ("split", pa.string())])), work.path("split.parquet"))
+        ("video_id", pa.string()), ("group", pa.string()), ("split", pa.string()), ("label", pa.int8())])),
+        work.path("split.parquet"))
     _record(work, "faces", outs, tag)
     _record(work, "dedupe", ["dedupe.parquet"], tag)
     _record(work, "split", ["split.parquet"], tag)
@@ -502,8 +503,9 @@ _HF_SPLIT = {"train": "train", "val": "validation", "test": "test", "test-pertur
 
 def _expected_rows(work: Work) -> dict[str, Counter]:
     """Per Hugging Face split: Counter of (video_id, label), from split.parquet and the fixture's labels."""
-    split_of = dict(zip(*pq.read_table(work.path("split.parquet"), columns=["video_id", "split"]).to_pydict().values()))
-    label_of = {v[0]: v[2] for v in VIDEOS}
+    table = pq.read_table(work.path("split.parquet"), columns=["video_id", "split", "label"]).to_pydict()
+    split_of = dict(zip(table["video_id"], table["split"]))
+    label_of = dict(zip(table["video_id"], table["label"]))
     n_train, n_pert = 1 + len(augment.load_preset("paper")["train"]), len(augment.load_preset("paper")["perturb"])
     out: dict[str, Counter] = {s: Counter() for s in _HF_SPLIT.values()}
     for split, pairs in expected_originals().items():
