@@ -506,9 +506,18 @@ class DaskExecutor:
             self.client = Client(scheduler)
             self.cluster = None
         else:
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
-            self.client = Client(self.cluster)
+            # Ctrl-C is this process's to handle (it closes the cluster): worker processes started
+            # while SIGINT is ignored keep ignoring it (Python and asyncio leave an ignored SIGINT be)
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+            try:
+                self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None)
+                self.client = Client(self.cluster)
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous)
+            self.client.run(_quiet_dask_worker)
 
     def map(self, fn, jobs):
         from dask.distributed import as_completed
@@ -522,6 +531,12 @@ class DaskExecutor:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _quiet_dask_worker() -> None:
+    """In a worker of our local cluster: tasks cancelled when the cluster closes (Ctrl-C) are
+    expected, not a warning per task."""
+    logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 Executor = LocalExecutor | DaskExecutor
