@@ -485,6 +485,22 @@ def _migrate_v1(work: Work, stage: Stage) -> dict | None:
     return work.record(stage, units + [INFO, CARD, REPORT], counts)
 
 
+# the upstream parameters the data card states (no paths: a card may be published)
+_BUILD_KEYS = {"manifest": ("sources", "compression"),
+               "faces": ("frames", "every_seconds", "stride", "margin", "cascade", "verify", "image_format"),
+               "dedupe": ("radius", "within_video"), "split": ("protocol", "ratios", "seed")}
+
+
+def _build_params(work: Work) -> dict:
+    out = {}
+    for name, keys in _BUILD_KEYS.items():
+        params = (work.state(name) or {}).get("params", {})
+        kept = {k: params[k] for k in keys if params.get(k) is not None}
+        if kept:
+            out[name] = kept
+    return out
+
+
 def _dataset_info(work: Work, stage: Stage, fp: str, info: dict, summary: pa.Table | None) -> dict:
     rows = summary.to_pylist() if summary is not None else []
     per_class: dict[tuple, int] = defaultdict(int)
@@ -509,6 +525,7 @@ def _dataset_info(work: Work, stage: Stage, fp: str, info: dict, summary: pa.Tab
         "params": {**{k: p[k] for k in DEFAULTS if k != "augment"}, "augment": str(p["augment"])},
         "augmentations": info["preset"],
         "upstream": {name: (work.state(name) or {}).get("fingerprint") for name in UPSTREAM},
+        "build": _build_params(work),
         "selection": {k: info[k] for k in ("faces_rows", "selected", "dropped")},
         "sizing": {"shard_size": p["shard_size"], "estimated_bytes_per_image": info["estimated_image_bytes"],
                    "row_group_rows": p["row_group_rows"], "min_shards": p["min_shards"]},
@@ -530,8 +547,8 @@ def hf_split(split: str) -> str:
 _SOURCES = {
     "ff++": ("FaceForensics++ (with DeepFakeDetection and FaceShifter)",
              "FaceForensics Terms of Use: access on request, non-commercial research and education only, "
-             "no redistribution of the data; the source videos remain their owners' (YouTube, the DFD actors' "
-             "consent by Google/Jigsaw).", ("roessler2019faceforensicspp",)),
+             "no redistribution of the data; the source videos remain their owners' (YouTube uploaders; "
+             "DeepFakeDetection's paid, consenting actors, filmed by Google/Jigsaw).", ("roessler2019faceforensicspp",)),
     "celebdf": ("Celeb-DF v2",
                 "Celeb-DF Terms of Use: access on request, non-commercial research only, no redistribution; "
                 "the videos are of public figures from YouTube, who keep their rights.", ("li2020celebdf",)),
@@ -571,6 +588,13 @@ _BIBTEX = {
   year      = {2018}
 }""",
 }
+
+
+def _build_lines(build: dict) -> str:
+    if not build:
+        return ""
+    return "Parameters: " + "; ".join(f"{stage} " + ", ".join(f"{k}={v}" for k, v in params.items())
+                                      for stage, params in build.items()) + ".\n"
 
 
 def _size_category(n: int) -> str:
@@ -683,15 +707,17 @@ Face's split names; the `split` column keeps mesodata's (`val` is published as `
 
 1. A manifest of every video of the sources held, with its label (1 = fake), method, compression
    and identity links, checked against each release's metadata.
-2. Evenly spaced frames of each video; the largest Viola-Jones (OpenCV Haar cascade) face, cut as a
-   square with a margin and resized to 256x256; a dlib HOG check of each crop.
+2. Frames sampled from each video (evenly spaced by default); the largest Viola-Jones (OpenCV Haar
+   cascade) face, cut as a square with a margin and resized to 256x256; a dlib HOG check of each
+   crop (unless built with `--verify none`).
 3. Exact (pixel hash) and near duplicates (pHash) found across the whole benchmark; one crop of each
    cluster kept.
 4. Whole groups (identity and source-clip links of every source joined with the duplicate clusters)
    assigned to train/val/test per source x label x method stratum, so that nothing leaks across splits.
-5. Train gets each original plus the augmented copies below; val and test are clean
-   {"(test_perturbed: perturbed copies of every test crop)" if PERTURBED in info["splits"] else ""}.
+5. Train gets each original plus the augmented copies below; val and test are clean{
+   "; test_perturbed holds perturbed copies of every test crop" if PERTURBED in info["splits"] else ""}.
 
+{_build_lines(info.get("build", {}))}
 Fingerprint `{info['fingerprint'][:16]}`; seed {p['seed']}, augment `{p['augment']}`,
 perturb_test {p['perturb_test']}, shard_size {p['shard_size']} bytes, {p['row_group_rows']} rows per row group.
 Upstream: {", ".join(f"{k} `{(v or '')[:16]}`" for k, v in info['upstream'].items())}.
