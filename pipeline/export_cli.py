@@ -29,9 +29,9 @@ class _Format(click.ParamType):
 
 @click.command("export-dataset")
 @click.option("--work", required=True, metavar="PATH|URL", help="Work dir of a finished `mesodata split`.")
-@click.option("--format", "fmt", required=True, type=_Format(),
+@click.option("--format", "fmt", type=_Format(),
               help="deepfakebench (its dataset_json + frame folders) or imagefolder (<split>/<real|fake>/*.png + CSV).")
-@click.option("--out", required=True, metavar="DIR", help="Folder to write (new, empty, or an earlier export of this format).")
+@click.option("--out", metavar="DIR", help="Folder to write (new, empty, or an earlier export of this format).")
 @click.option("--path-prefix", default=None, metavar="PREFIX",
               help="deepfakebench: what frame paths begin with; the folder's place seen from DeepfakeBench's "
                    "repository root, beginning with '.'.  [default: ./datasets/mesodata]")
@@ -47,6 +47,10 @@ def export_dataset(work, fmt, out, path_prefix, workers):
     """
     from .stages import export
 
+    if fmt is None:  # one line, as every error of this command (not click's usage block)
+        raise UserError(f"--format is required: one of {', '.join(export.FORMATS)}")
+    if out is None:
+        raise UserError("--out is required: the folder to export to")
     params = {}
     if path_prefix is not None:
         if fmt != "deepfakebench":

@@ -342,6 +342,8 @@ def test_command_and_its_one_line_errors(tmp_path):
         (["--format", "deepfakebench", "--out", tmp_path / "y", "--path-prefix", "datasets/x"], "must begin with '.'"),
         (["--format", "imagefolder", "--out", tmp_path / "y", "--path-prefix", "./x"], "deepfakebench only"),
         (["--format", "imagefolder", "--out", "s3://bucket/x"], "must be a local folder"),
+        (["--out", tmp_path / "x"], "--format is required"),
+        (["--format", "imagefolder"], "--out is required"),
     ]:
         res = mesodata("export-dataset", "--work", work.root, *args)
         assert res.returncode == 2, (args, res.stderr)
