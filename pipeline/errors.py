@@ -16,9 +16,10 @@ def _fold(text: str) -> str:
     return str(text).strip().lower().replace("_", "-")
 
 
-def closest(value: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str | None:
+def closest(value: str, choices: Iterable[str], aliases: Mapping[str, str] | None = None,
+            cutoff: float = 0.5) -> str | None:
     """The valid choice a mistyped `value` most likely meant (case-insensitive; `aliases` maps other
-    common spellings to a choice), or None when nothing is close."""
+    common spellings to a choice; `cutoff`: difflib's least similarity), or None when nothing is close."""
     folded: dict[str, str] = {}
     for c in choices:
         folded.setdefault(_fold(c), c)
@@ -27,7 +28,7 @@ def closest(value: str, choices: Iterable[str], aliases: Mapping[str, str] | Non
     key = _fold(value)
     if key in folded:
         return folded[key]
-    match = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.5)
+    match = difflib.get_close_matches(key, list(folded), n=1, cutoff=cutoff)
     return folded[match[0]] if match else None
 
 

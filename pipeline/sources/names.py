@@ -51,7 +51,7 @@ def check_held(data_root, sources: list[str], overrides: dict[str, str]) -> None
     present = {p.name: p for p in root.iterdir() if p.is_dir()}
     hints = []
     for s in missing:
-        near = closest(folder(s), present, {**{k: k for k in present}}) if present else None
+        near = closest(folder(s), present, cutoff=0.8) if present else None  # case, a dash, a suffix
         if near is not None and near != folder(s):
             hints.append(f"{near}/ looks like {folder(s)}/: rename it, or --source-root {s}={root / near}")
     holds = (f"holds {', '.join(f'{folder(s)}/ ({s})' for s in held)} only" if held
