@@ -366,3 +366,19 @@ def test_export_needs_finished_current_shards(tmp_path):
     state.write_text(kept)
     st = export.run(work, "imagefolder", tmp_path / "o3")
     assert st["counts"]["images"] == sum(len(v) for v in originals(VIDEOS[6:10]).values())
+
+
+def test_jpeg_crops_are_written_as_png():
+    """A work dir built with --image-format jpeg: the exported files are still PNG, of the same pixels."""
+    from tests.test_shards import face_crop
+
+    rgb = face_crop("astro", 3, False)
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    out = export._as_png(jpeg, "v#3")
+    assert out[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR),
+                          cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+    png = cv2.imencode(".png", rgb)[1].tobytes()
+    assert export._as_png(png, "v#3") is png  # PNG passes through untouched
+    with pytest.raises(RuntimeError, match="cannot decode"):
+        export._as_png(b"not an image", "v#3")
