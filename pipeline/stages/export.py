@@ -476,6 +476,7 @@ train = ImageFolder("train")   # classes ['fake', 'real'] in ImageFolder's alpha
 """
     levels = sorted({e["compression"] for e in plan.values() if e["compression"]})
     per_video = max((len(v) for v in _group(table).values()), default=0)
+    fewest = min((len(v) for v in _group(table).values()), default=0)
     train_sets = [d for d in ("FaceForensics++", "DeepFakeDetection", "Celeb-DF-v2", "DFDCP", "DFDC") if d in datasets]
     return f"""# mesodata benchmark for DeepfakeBench
 
@@ -512,6 +513,8 @@ source clip or duplicate crosses them (DeepfakeBench's own lists leak identities
 - The frames are mesodata's evenly spaced samples after deduplication, so videos hold
   {per_video} frames at most, and crops with no face or duplicated across videos are absent.
 - Frame files are named by their frame index in the video (`<index>.png`).
+- Videos hold {fewest} to {per_video} frames. Current DeepfakeBench takes every frame of a video with
+  fewer than `frame_num`; its first loader did not (it then needs `frame_num` below {fewest}).
 """
 
 
