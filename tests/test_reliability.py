@@ -8,6 +8,7 @@ decoders on real odd files, a real full file system (a 2 MB tmpfs; root only) an
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -258,6 +259,137 @@ def test_verify_catches_a_flipped_byte_in_a_faces_part_and_a_shard(reference, da
     assert proc.returncode == 0, proc.stderr
     st = counts(work, "faces")
     assert st["computed"] == 1 and st["resumed"] == st["videos"] - 1, st
+
+
+def test_verify_then_split_redoes_exactly_the_corrupt_shard_and_repair_a_faces_part(reference, data, tmp_path):
+    """verify -> the next split/build redoes exactly the units found corrupt (issue 17, 8): plain
+    `verify` remembers them, `verify --repair` removes them at once; the end result is the
+    uninterrupted build's."""
+    work = tmp_path / "w"
+    shutil.copytree(reference["work"], work, symlinks=True)
+    shard = sorted((work / "shards").rglob("part-*.parquet"))[0]
+    flip_a_byte(shard)
+    proc = mesodata("verify", "--work", work)
+    rel = shard.relative_to(work).as_posix()
+    assert proc.returncode == 1 and rel in proc.stdout and "the next `mesodata split` redoes" in proc.stdout, proc.stdout
+    assert Work(work).status(["shards"])[0]["status"] == "stale"
+    proc = mesodata("split", "--work", work, *SPLIT)
+    assert proc.returncode == 0, proc.stderr
+    st = counts(work, "shards")
+    assert (st["computed"], st["resumed"]) == (1, st["shards"] - 1), st
+
+    part = parquet_files(work / "faces")[3]
+    flip_a_byte(part)
+    dedupe_before = Work(work).state("dedupe")
+    proc = mesodata("verify", "--repair", "--work", work)
+    assert proc.returncode == 0 and "removed 1 corrupt file" in proc.stdout, proc.stdout + proc.stderr
+    assert not part.exists() and Work(work).status(["faces"])[0]["status"] == "stale"
+    proc = mesodata(*build_args(data, work, "--workers", "1"))
+    assert proc.returncode == 0, proc.stderr
+    st = counts(work, "faces")
+    assert (st["computed"], st["resumed"]) == (1, st["videos"] - 1), st
+    assert Work(work).state("dedupe") == dedupe_before  # same crops: nothing downstream redone
+    proc = mesodata("verify", "--work", work)
+    assert proc.returncode == 0 and not (work / ".damaged.json").exists(), proc.stdout
+    assert digests(work) == digests(reference["work"])
+
+
+def flip_a_byte(path: Path) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
+# --- 9. Ctrl-C and SIGKILL: no worker outlives the command ------------------------------------------
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child waiting to be reaped uses nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def busy_build(data: Path, work: Path, err: Path, *extra: str) -> tuple[subprocess.Popen, list[int]]:
+    """A real `mesodata build` with two workers, caught while its workers crop faces."""
+    with open(err, "w") as f:
+        proc = start(*build_args(data, work, "--workers", "2", *extra), stderr=f)
+    deadline = time.monotonic() + 120
+    while not parquet_files(work / "faces"):
+        assert proc.poll() is None, f"the build ended (rc {proc.returncode}) early: {err.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, "timed out waiting for a faces part"
+        time.sleep(0.01)
+    workers = [c for c in children(proc.pid) if running(c)]
+    assert len(workers) >= 2, workers  # the two workers (and helpers such as a resource tracker)
+    return proc, workers
+
+
+def wait_gone(pids: list[int], timeout: float) -> float:
+    t0 = time.monotonic()
+    while any(running(p) for p in pids):
+        assert time.monotonic() - t0 < timeout, [p for p in pids if running(p)]
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("backend", ["local", "dask"])
+def test_ctrl_c_stops_every_worker_exits_130_and_leaves_nothing_half_written(data, tmp_path, backend):
+    if backend == "dask":
+        pytest.importorskip("distributed")
+    work, err = tmp_path / "w", tmp_path / "err"
+    proc, workers = busy_build(data, work, err, "--backend", backend)
+    try:
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+        rc = proc.wait(timeout=60)
+        exited = time.monotonic() - t0
+        gone = wait_gone(workers, 15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = err.read_text()
+    print(f"\nCtrl-C ({backend}): exited in {exited:.1f} s, its {len(workers)} child processes gone "
+          f"{gone:.1f} s later")
+    assert rc == 130 and "Traceback" not in text, text[-3000:]
+    assert text.strip().splitlines()[-1] == "interrupted: stopped; run the same command again to resume", text[-2000:]
+    assert exited < 30
+    assert not (work / ".lock").exists()
+    for p in work.rglob("*"):  # whatever has a finished name is finished; a temp file says it is one
+        if p.name.endswith(".tmp"):
+            assert p.name.startswith("."), p
+        elif p.suffix == ".parquet":
+            pq.read_metadata(p)
+        elif p.suffix == ".json":
+            json.loads(p.read_text())
+
+
+def test_sigkilled_build_leaves_no_workers_behind(data, tmp_path):
+    """`kill -9` of the build's process alone (not its group): its workers notice their parent is
+    gone and exit, instead of working on beside the next build for minutes."""
+    work, err = tmp_path / "w", tmp_path / "err"
+    proc, workers = busy_build(data, work, err)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        gone = wait_gone(workers, 15)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    print(f"\nSIGKILL: the build's {len(workers)} child processes gone {gone:.1f} s later")
+    # (the next build resumes there: test_killed_at_every_stage_resumes_to_the_same_result)
 
 
 # --- 4. bad input: one row with a status and a reason per video ------------------------------------

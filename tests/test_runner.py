@@ -141,3 +141,46 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
     with Lock(work):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_parts_dir_sweeps_temp_files_of_killed_writers(tmp_path):
+    """A worker killed mid-write (SIGKILL, a dead parent) leaves `.<name>.<random>.tmp`; the next run
+    of the stage, which holds the work dir's lock, removes it."""
+    work = Work(tmp_path)
+    stage = Stage("toy", "1")
+    parts = work.parts_dir(stage, "fp")
+    (parts / part_name("u0")).write_bytes(b"kept")
+    leftover = parts / f".{part_name('u1')}.k3j2h1.tmp"
+    leftover.write_bytes(b"half")
+    assert work.parts_dir(stage, "fp") == parts
+    assert not leftover.exists() and (parts / part_name("u0")).read_bytes() == b"kept"
+
+
+def test_lock_on_an_unwritable_work_dir_is_a_user_error_and_makes_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match=f"work dir {blocker}/a/b cannot be written: {blocker} is not a folder"):
+        with Lock(Work(blocker / "a" / "b")):
+            pass
+    assert blocker.read_text() == "x" and sorted(tmp_path.iterdir()) == [blocker]
+
+
+def test_a_failed_command_removes_the_work_dir_it_made_and_only_that(tmp_path):
+    new = tmp_path / "new" / "w"
+    with pytest.raises(UserError):
+        with Lock(Work(new)):
+            assert new.is_dir()
+            (new / ".parts").mkdir()  # empty folders only: nothing to resume from
+            raise UserError("refused its input")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError):  # a run that wrote something keeps it (resume)
+        with Lock(Work(new)):
+            atomic.write_bytes(new / ".parts/toy/_fingerprint", b"fp")
+            raise ValueError("a unit failed")
+    assert (new / ".parts/toy/_fingerprint").exists() and not (new / ".lock").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(UserError):
+        with Lock(Work(existing)):
+            raise UserError("refused")
+    assert existing.is_dir()  # not made by the command: stays

@@ -73,3 +73,19 @@ def test_schema_drift_is_caught(built):
 def test_nothing_to_verify(tmp_path):
     with pytest.raises(UserError, match="no stage has finished"):
         verify_work(Work(tmp_path))
+
+
+def test_damaged_files_make_their_stage_stale_until_it_runs_again(built, tmp_path):
+    """What `verify` found corrupt is remembered: the stage is no longer up to date, its next run
+    deletes the file before redoing it, and recording the stage forgets the finding."""
+    path = built.path("manifest.parquet")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    bad = [r for r in verify_work(built) if r["problem"]]
+    assert [r["file"] for r in bad] == ["manifest.parquet"]
+    built.mark_damaged(bad)
+    assert built.status(["manifest"])[0]["status"] == "stale"
+    manifest.run(built, tmp_path, ["celebdf"])  # redone: the parts are still there, the table rewritten
+    assert problems(built) == {"manifest.parquet": None, "reports/manifest.json": None}
+    assert built.damaged() == {} and built.status(["manifest"])[0]["status"] == "done"
