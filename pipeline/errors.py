@@ -49,4 +49,4 @@ def environment_error(exc: BaseException) -> str | None:
     no permission, a full disk) and that names its file; None for anything else (a bug)."""
     if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS or not exc.filename:
         return None
-    return f"cannot write {os.fsdecode(exc.filename)}: {ENVIRONMENT_ERRNOS[exc.errno]}"
+    return f"cannot use {os.fsdecode(exc.filename)}: {ENVIRONMENT_ERRNOS[exc.errno]}"

@@ -1,8 +1,9 @@
 """A newcomer's first hour (issue 17): every mistake is answered in one line, and a failed command
 leaves nothing behind. Each test runs the real `mesodata` command on real files.
 
-(The interruption tests -- Ctrl-C, SIGKILL -- and verify -> repair need a real build to interrupt
-or corrupt: they are in tests/test_reliability.py, beside the other kills.)
+(The interruption tests -- Ctrl-C, SIGKILL --, verify -> repair and train-detector's early check of
+its run dir need a real build and split to interrupt, corrupt or train on: they are in
+tests/test_reliability.py, beside the other kills.)
 """
 
 from __future__ import annotations
@@ -71,21 +72,12 @@ def test_work_dir_under_a_file_is_one_line_for_every_command(data, tmp_path):
         "verify": ["verify", "--work", work],
         "verify --repair": ["verify", "--repair", "--work", work],
         "build into the file itself": ["build", "--sources", "dfdc", "--data-root", data, "--work", blocker, *FAST],
+        "sample": ["sample", blocker / "sample"],
     }
     for what, args in commands.items():
         line = one_line_error(mesodata(*args))
         assert str(blocker) in line, (what, line)
     assert blocker.read_text() == "not a folder\n"
-
-
-def test_train_detector_checks_its_run_dir_before_training(built, tmp_path):
-    """A run dir that cannot be made (WORK/detector is a file) is refused at once, before any data
-    is read or a model trained."""
-    work = tmp_path / "w"
-    shutil.copytree(built, work)
-    (work / "detector").write_text("a file where the runs go\n")
-    line = one_line_error(mesodata("train-detector", "--work", work, "--epochs", "1", timeout=120))
-    assert "run dir" in line and str(work / "detector") in line, line
 
 
 @pytest.fixture

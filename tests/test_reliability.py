@@ -300,6 +300,20 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(blob))
 
 
+def test_train_detector_refuses_an_unwritable_run_dir_before_training(reference, tmp_path):
+    """WORK/detector is a regular file, so no run dir can be made there: train-detector says so in
+    one line at once, before reading the shards or training an epoch (issue 17, 1)."""
+    pytest.importorskip("torch")
+    work = tmp_path / "w"
+    shutil.copytree(reference["work"] / "shards", work / "shards")
+    (work / "detector").write_text("a file where the runs go\n")
+    proc = mesodata("train-detector", "--work", work, "--epochs", "1", "--workers", "0", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip() == (f"error: run dir {work / 'detector' / 'default'} cannot be written: "
+                                   f"{work / 'detector'} is not a folder"), proc.stderr
+    assert proc.stdout == ""  # nothing trained, nothing reported
+
+
 # --- 9. Ctrl-C and SIGKILL: no worker outlives the command ------------------------------------------
 def children(pid: int) -> list[int]:
     """The processes whose parent is `pid`, from /proc."""
