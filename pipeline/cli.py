@@ -135,6 +135,9 @@ def main() -> None:
         click.echo("interrupted: stopped; run the same command again to resume", err=True)
         sys.exit(130)
     except click.UsageError as exc:  # a bad option or value: one line, as every user error
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `mesodata`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         verb = _verb(sys.argv[1:])
         click.echo(f"error: {exc.format_message()} (see `mesodata {verb + ' ' if verb else ''}--help`)", err=True)
         sys.exit(exc.exit_code)
