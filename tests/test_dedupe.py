@@ -186,3 +186,79 @@ def test_dedupe_errors(tmp_path):
         dedupe.run(work, {"radius": -1})
     with pytest.raises(UserError, match="unknown parameter"):
         dedupe.run(work, {"radus": 3})
+
+
+# --- within-video duplicates: keep or drop (issue 14, item 12) --------------------------------------
+def test_within_video_keep_keeps_near_duplicates_and_drops_exact_copies(tmp_path):
+    """One video: a face crop, the same crop again byte for byte, the crop graded 3 levels brighter
+    (same pHash, other pixels) and an unrelated crop. drop keeps 2 of 4, keep 3 of 4 (the exact copy
+    goes either way); clusters, and the link to a second video holding graded copies, are the same."""
+    carphone = [cv2.resize(f, (352, 288)) for f in footage.carphone_frames()[:1]]
+    c0 = F.face_crops(carphone)[0]
+    other = [c for c in F.face_crops(footage.pan(footage.astronaut(), 2, (320, 320), seed=2)) if c is not None][0]
+    grade = lambda c, k: np.clip(c.astype(np.int16) + k, 0, 255).astype(np.uint8)  # noqa: E731
+    videos = [
+        {"video_id": "a/v1", "source": "a", "label": 0, "method": "m", "group": "a:1",
+         "crops": [c0, F.png(c0), grade(c0, 3), other]},
+        {"video_id": "b/v2", "source": "b", "label": 1, "method": "m", "group": "b:2",
+         "crops": [grade(c0, 6), grade(c0, 9)]},
+    ]
+    out = {}
+    for mode in ("drop", "keep"):
+        work = Work(tmp_path / mode)
+        F.write_dataset(work, videos)
+        dedupe.run(work, {"within_video": mode}, workers=1)
+        out[mode] = pq.read_table(work.path(dedupe.OUTPUT)).to_pandas()
+        assert work.state("dedupe")["params"] == {"radius": 6, "min_shared": 2, **(
+            {"within_video": "keep"} if mode == "keep" else {})}  # drop: the fingerprint of old work dirs
+    d, k = out["drop"], out["keep"]
+    a_d, a_k = d[d.video_id == "a/v1"], k[k.video_id == "a/v1"]
+    assert a_d.kept.tolist() == [True, False, False, True]
+    assert a_k.kept.tolist() == [True, False, True, True]
+    assert a_d.reason.tolist()[1:3] == ["exact_duplicate", "near_duplicate"]
+    assert a_k.reason.tolist()[1:3] == ["exact_duplicate", "near_duplicate_kept"]
+    assert k[k.video_id == "b/v2"].kept.all() and d[d.video_id == "b/v2"].kept.tolist() == [True, False]
+    for col in ("cluster", "cluster_size", "cluster_videos", "cluster_sources", "pixel_hash", "phash"):
+        assert d[col].tolist() == k[col].tolist(), col
+    assert (k.cluster_videos[k.cluster == k.cluster.iloc[0]] == 2).all()  # cross-video either way
+
+
+def test_within_video_keep_on_the_sample(dedupe_work, tmp_path):
+    """The sample: keep turns every near-duplicate into a kept row and changes nothing else; the
+    cross-video evidence, and so the groups the split will join, is identical."""
+    dst = Work(tmp_path / "w")
+    shutil.copytree(dedupe_work.root, dst.root)
+    st = dedupe.run(dst, {"within_video": "keep"}, workers=1)
+    assert st["fingerprint"] != dedupe_work.state("dedupe")["fingerprint"]
+    d = pq.read_table(dedupe_work.path(dedupe.OUTPUT)).to_pandas()
+    k = pq.read_table(dst.path(dedupe.OUTPUT)).to_pandas()
+    near = d.reason == "near_duplicate"
+    assert near.sum() >= 20 and (k.reason[near] == "near_duplicate_kept").all() and k.kept[near].all()
+    assert (k.reason[~near] == d.reason[~near]).all() and (k.kept[~near] == d.kept[~near]).all()
+    assert k.kept.sum() == d.kept.sum() + near.sum()
+    assert k.cluster.tolist() == d.cluster.tolist()
+    rd = json.loads(dedupe_work.path(dedupe.REPORT).read_text())
+    rk = json.loads(dst.path(dedupe.REPORT).read_text())
+    assert rk["cross_video_pairs"] == rd["cross_video_pairs"] and rk["kept"] == int(k.kept.sum())
+    # the group summary counts kept frames: same groups, more frames in them
+    gd, gk = rd["groups_after_joining"], rk["groups_after_joining"]
+    assert (gd["groups"], gd["groups_by_manifest_groups"]) == (gk["groups"], gk["groups_by_manifest_groups"])
+    assert gk["frames_per_group"]["max"] >= gd["frames_per_group"]["max"]
+    with pytest.raises(UserError, match="--within-video must be one of keep, drop"):
+        dedupe.run(dst, {"within_video": "some"})
+
+
+def test_dedupe_report_has_group_sizes_after_joining(dedupe_work):
+    """reports/dedupe.json: the manifest groups as the split's default joins them, before any split."""
+    g = json.loads(dedupe_work.path(dedupe.REPORT).read_text())["groups_after_joining"]
+    df = pq.read_table(dedupe_work.path(dedupe.OUTPUT)).to_pandas()
+    assert g["manifest_groups"] == df.group[df.kept].nunique()
+    assert sum(int(k) * v for k, v in g["groups_by_manifest_groups"].items()) == g["manifest_groups"]
+    assert sum(g["groups_by_manifest_groups"].values()) == g["groups"] < g["manifest_groups"]
+    # the clip copied into DFDC, and the one re-encoded into Celeb-DF, join their FF++ pair's group
+    copied = {"ff++/original_sequences/youtube/c23/videos/000", "dfdc/dfdc_train_part_0/ecopiedxxx"}
+    reencoded = {"ff++/original_sequences/youtube/c23/videos/001", "celebdf/YouTube-real/00001"}
+    assert len(g["joined"]) == g["joined_groups"] >= 1
+    assert any(set(e["worst_cluster"]["videos"]) in (copied, reencoded) for e in g["joined"]), g["joined"]
+    assert all(2 <= e["worst_cluster"]["manifest_groups"] <= e["manifest_groups"] for e in g["joined"])
+    assert g["flag_share"] == 30 and all(f["share"] > 30 for f in g["flagged"])

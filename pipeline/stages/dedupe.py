@@ -365,6 +365,7 @@ def group_summary(frames: pd.DataFrame, joins: list[dict], top: int = 10, limit:
         "frames_per_group": {"min": int(sizes.min()), "median": float(np.median(sizes)),
                              "p90": float(np.percentile(sizes, 90)), "max": int(sizes.max())},
         "largest": [entry(n) for n in order[:top]],
+        "joined": [entry(n) for n in order if g.manifest_groups[n] > 1][:limit],
         "flag_share": round(100 * FLAG_SHARE),
         "flagged": flagged[:limit], "flagged_count": len(flagged),
         "flagged_joined": sum(1 for x in flagged if x["manifest_groups"] > 1),
