@@ -428,7 +428,9 @@ _watching: int | None = None
 
 
 def worker_init(owner: int) -> None:
-    """Run first in every worker process this command starts (loky, local Dask).
+    """Run first in every loky worker process this command starts (the local cluster's Dask
+    workers get the same from Dask: started with SIGINT ignored, see DaskExecutor, and a pipe
+    from their parent that closes when it dies).
 
     Ctrl-C is the parent's to handle: it stops the workers itself, so a worker ignores SIGINT
     (no traceback per worker, no half-handled interrupt). And a worker must not outlive its parent:
