@@ -25,7 +25,7 @@ def _run(args: list[str]) -> None:
 @click.command()
 @click.option("--out", default="mesodata-demo", show_default=True, type=click.Path(path_type=Path),
               help="Folder for the sample data (OUT/data) and the work dir (OUT/work).")
-@click.option("--epochs", default=4, show_default=True, help="Training epochs per model.")
+@click.option("--epochs", default=8, show_default=True, help="Training epochs per model.")
 @click.option("--workers", default=2, show_default=True, help="Parallel units.")
 def demo(out: Path, epochs: int, workers: int) -> None:
     """Write the sample dataset, build it, split it, train and evaluate the detectors.
@@ -37,10 +37,11 @@ def demo(out: Path, epochs: int, workers: int) -> None:
         log.info("writing the sample dataset to %s", data)
         write_sample(data)
     _run(["build", "--sources", "celebdf,dfdc,ff++", "--data-root", str(data), "--work", str(work),
-          "--frames", "16", "--workers", str(workers)])
+          "--frames", "16", "--within-video", "keep", "--workers", str(workers)])
     from .cli import COMMANDS, cli
 
-    for verb, args in (("split", ["--seed", "0", "--work", str(work), "--workers", str(workers)]),
+    for verb, args in (("split", ["--seed", "0", "--work", str(work), "--workers", str(workers),
+                                  "--ratios", "60,20,20", "--augment", "none"]),
                        ("train-detector", ["--work", str(work), "--epochs", str(epochs)])):
         if cli.get_command(None, verb) is None:
             log.info("`%s` is not available in this version (%s); the demo stops here", verb, COMMANDS[verb])

@@ -2,7 +2,7 @@
 
 Reals are re-framed real footage (the carphone talking head, the astronaut portrait under a slow
 camera move); fakes are made by a real manipulation: the face of another clip is swapped in,
-colour-matched, re-rendered at half resolution and blended through a feathered mask, as early
+colour-matched, re-rendered at a third of its resolution and blended through a feathered mask, as early
 deepfakes look. The sample also holds
 the faults every ingest must survive, so the demo's report shows them.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from . import footage
 
 N_FRAMES = 40
+RERENDER = 3  # the swapped face is rendered at 1/RERENDER of its size in the frame, then upscaled
 _CASCADE = None
 
 
@@ -96,7 +97,9 @@ def swap(target: list[np.ndarray], source: list[np.ndarray]) -> list[np.ndarray]
         tx, ty, tw, th = box
         region = frame[ty:ty + th, tx:tx + tw]
         face = cv2.resize(source[i % len(source)][y:y + h, x:x + w], (tw, th), interpolation=cv2.INTER_LINEAR)
-        face = cv2.resize(cv2.resize(face, (max(tw // 2, 8), max(th // 2, 8))), (tw, th))  # the re-render
+        # the re-render: a generator's output is small (early face swaps: 64x64) and upscaled to the face
+        small = cv2.resize(face, (max(tw // RERENDER, 8), max(th // RERENDER, 8)), interpolation=cv2.INTER_AREA)
+        face = cv2.resize(small, (tw, th), interpolation=cv2.INTER_LINEAR)
         face = _match_colour(face, region)
         mask = np.zeros((th, tw), np.float32)
         cv2.ellipse(mask, (tw // 2, th // 2), (int(tw * 0.40), int(th * 0.46)), 0, 0, 360, 1.0, -1)

@@ -153,16 +153,16 @@ def test_balance_weights_and_resampled_stream(work):
 @pytest.fixture(scope="module")
 def run_metrics(work):
     cfg = TrainConfig(epochs=2, batch_size=16, workers=2, lr_schedule="paper", loss="mse", balance="weights")
-    return train_and_evaluate(work, "cfg", ["meso4", "mesoinception4+svm"], cfg, svm_train="all", n_boot=200)
+    return train_and_evaluate(work, "cfg", ["mesoinception4+svm"], cfg, svm_train="all", n_boot=200)
 
 
 def test_metrics_record_what_ran_per_model(run_metrics, work):
     m = json.loads((work / "detector" / "cfg" / "metrics.json").read_text())
     assert "model" not in m["config"] and "lr_step" not in m["config"]
-    assert m["config"]["trained_nets"] == ["meso4", "mesoinception4"]
+    assert m["config"]["trained_nets"] == ["mesoinception4"] and m["config"]["models"] == ["mesoinception4+svm"]
     n_train = m["data"]["train_frames"]
     iters = math.ceil(n_train / 16) * 2
-    for name in ("meso4", "mesoinception4"):
+    for name in ("mesoinception4",):
         c = m["models"][name]["config"]
         assert c["model"] == name and c["loss"] == "mse" and c["balance"] == "weights"
         assert c["lr_schedule"] == "paper" and c["lr_step"] == 1000 == m["models"][name]["lr_step"]
@@ -172,7 +172,7 @@ def test_metrics_record_what_ran_per_model(run_metrics, work):
     assert svm["config"]["model"] == "mesoinception4+svm" and svm["svm"]["train_rows"] == "all"
     assert svm["svm"]["n_available"] == n_train and svm["svm"]["n_augmented"] == n_train // 2
     assert "trained as the SVM head's feature extractor" in m["models"]["mesoinception4"]["note"]
-    hist = m["models"]["meso4"]["history"]
+    hist = m["models"]["mesoinception4"]["history"]
     assert hist[0]["val_loss"] < 0.5  # the mse scale: at most 1/2
 
 
@@ -184,14 +184,14 @@ def test_report_opens_with_what_the_numbers_rest_on(run_metrics, work):
                    "fitted on the train **all** rows", "Prevalence in test", "| srcA |", "| srcB |",
                    "### Warnings", "floor not reached"):
         assert needle in head, needle
-    t = run_metrics["models"]["meso4"]["test"]
+    t = run_metrics["models"]["mesoinception4+svm"]["test"]
     # 3 test videos per class, one source alternating: every source < 10 videos is flagged
     assert any("test source srcA has" in w and "anecdotal" in w for w in run_metrics["warnings"])
     assert "bACC" in rest and "[" in rest  # balanced accuracy and bootstrap intervals in the table
     assert t["bootstrap"]["n_boot"] == 200
     lo, hi = t["bootstrap"]["video"]
     assert lo <= t["video"]["auc"] <= hi
-    thr = run_metrics["models"]["meso4"]["val_threshold"]
+    thr = run_metrics["models"]["mesoinception4+svm"]["val_threshold"]
     assert t["frame"]["at_val_threshold"]["threshold"] == thr["frame"]
     # fakes alternate source and method: srcA holds the re-rendered, srcB the blurred
     assert set(t["per_method"]) == {"srcA/rerender", "srcB/blur"}
