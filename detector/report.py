@@ -136,7 +136,8 @@ def _header(metrics: dict) -> list[str]:
           f" rows; C and gamma chosen by val AUC.",
           f"- Train sources: {', '.join(cfg.get('train_sources') or []) or 'all'}; test sources: "
           f"{', '.join(cfg.get('test_sources') or []) or 'all'}. Label 1 = fake.",
-          f"- Rows: {data.get('train_frames')} train images (with augmented copies), "
+          f"- Rows: {data.get('train_frames')} train images ({data.get('train_originals')} originals and "
+          f"{(data.get('train_frames') or 0) - (data.get('train_originals') or 0)} augmented copies), "
           f"{data.get('val_frames')} val frames, {test.get('frames')} test frames in {test.get('videos')} videos.",
           ]
     for name, m in metrics.get("models", {}).items():

@@ -149,7 +149,9 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
                                 "run": run, "threshold_rule": evaluate.THRESHOLD_RULE,
                                 "bootstrap": n_boot,
                                 "note": "model name, lr step and schedule as run: models.<name>.config"},
-                     "data": {"train_frames": len(train_ds), "val_frames": len(val_ds), "test": _counts(test_ds)},
+                     "data": {"train_frames": len(train_ds),
+                              "train_originals": len(_dataset(train_files, "train", tr_src)),
+                              "val_frames": len(val_ds), "test": _counts(test_ds)},
                      "models": {}}
     trained = {}
     for name in nets:

@@ -142,3 +142,33 @@ def test_bootstrap_resamples_videos_not_frames():
     assert ci["video"][1] - ci["video"][0] > 0.2
     auc = skm.roc_auc_score(np.arange(12) % 2, vid_scores)
     assert ci["video"][0] <= auc <= ci["video"][1]
+
+
+def test_report_warnings_flag_what_a_reviewer_would():
+    """A degenerate model on a lopsided test split: each problem becomes a warning."""
+    from mesodata.detector.report import warnings_for
+
+    rng = np.random.default_rng(0)
+    n_real, n_fake = 6, 14  # videos; 3 frames each
+    vids = [f"ff/r{i}" for i in range(n_real)] + [f"ff/f{i}" for i in range(n_fake)] + ["cd/f0", "cd/f1"]
+    labels = [0] * n_real + [1] * n_fake + [1, 1]
+    frames = pd.DataFrame({"video_id": np.repeat(vids, 3), "label": np.repeat(labels, 3),
+                           "source": np.repeat(["ff"] * (n_real + n_fake) + ["cd"] * 2, 3),
+                           "method": np.repeat(["orig"] * n_real + ["m"] * (n_fake + 2), 3)})
+    # scores: everything above 0.5 (one class predicted) and reals ranked above fakes (AUC < 0.5)
+    frames["score"] = np.where(frames["label"] == 1, 0.6, 0.7) + rng.uniform(0, 0.01, len(frames))
+    test = evaluate_frame(frames, {"frame": 0.5, "video": 0.5})
+    counts = {"per_source": {"ff": {"real": {"videos": n_real}, "fake": {"videos": n_fake}},
+                             "cd": {"fake": {"videos": 2}}}}
+    metrics = {"data": {"test": counts}, "models": {"mesoinception4": {"test": test}}}
+    w = "\n".join(warnings_for(metrics))
+    assert "test source cd has fake videos only" in w
+    assert "test source cd has 2 videos (< 10)" in w and "test source ff has" not in w
+    assert "MesoInception-4: test frame AUC" in w and "below chance" in w
+    assert "MesoInception-4: test frame accuracy 72.7 % equals the majority class share" in w
+    assert "MesoInception-4: predicts fake for every test frame at threshold 0.5" in w
+    assert "method cd/m has no real test frames in its source" in w
+    # a sound model on the same split raises none of the model warnings
+    frames["score"] = np.where(frames["label"] == 1, 0.8, 0.2) + rng.uniform(0, 0.01, len(frames))
+    good = {"data": {"test": counts}, "models": {"mesoinception4": {"test": evaluate_frame(frames)}}}
+    assert not [x for x in warnings_for(good) if x.startswith("MesoInception-4") and "cd/m" not in x]
