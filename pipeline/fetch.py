@@ -921,12 +921,9 @@ def fetch(data_root: str | os.PathLike, work: str | os.PathLike | None = None, *
 
 
 def _check_sources(sources: Sequence[str]) -> list[str]:
-    from .sources import ADAPTERS
+    from .sources.names import check_names
 
-    unknown = [s for s in sources if s not in ADAPTERS]
-    if unknown or not sources:
-        raise UserError(f"unknown source {unknown[0] if unknown else ''!r} in --sources; "
-                        f"choose from {', '.join(ADAPTERS)}")
+    check_names(sources)  # the closest valid name for a typo ('celebDF' -> 'celebdf')
     return list(dict.fromkeys(sources))
 
 

@@ -266,7 +266,7 @@ def test_sources_keep_only_the_named_datasets(tmp_path):
                                      (f"{srv.url}/c", "elsewhere/z.mp4", None, None)])
         report = fetch(tmp_path / "data", tmp_path / "work", progress=False, manifest=links, sources=["celebdf"])
         assert [(f.path, f.source) for f in report.files] == [("Celeb-DF-v2/Celeb-real/y.mp4", "celebdf")]
-        with pytest.raises(UserError, match="choose from"):
+        with pytest.raises(UserError, match="did you mean 'celebdf'"):
             fetch(tmp_path / "data", tmp_path / "work", progress=False, manifest=links, sources=["celebDF"])
         with pytest.raises(UserError, match="add ff\\+\\+ to --sources"):
             fetch(tmp_path / "data", tmp_path / "work", progress=False, ff_server=srv.url, accept_terms=True,
