@@ -104,7 +104,7 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
               help="Hamming radius of the 64-bit pHash for near-duplicates (default: the stage's).")
 @click.option("--within-video", "within_video", type=click.Choice(["keep", "drop"]), default=None,
               help="Near-duplicate crops inside one video: keep them as rows, or drop all but the first of "
-                   "each cluster (default: the stage's). Cross-video duplicates join groups either way.")
+                   "each cluster (default: keep). Cross-video duplicates join groups either way.")
 @click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="all cores",
               help="Parallel units (processes).")
 @click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,

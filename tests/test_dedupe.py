@@ -115,7 +115,9 @@ def test_dedupe_finds_copies_across_sources(dedupe_work):
         assert ca & cb, pair  # they share clusters, and those clusters say so
         shared = t[t.cluster.isin(ca & cb)]
         assert (shared.cluster_sources > 1).all()
-        assert set(shared.reason[shared.kept]) == {"cross_source"}
+        first = ~shared.duplicated(["cluster", "video_id"])  # rows are in frame order
+        assert set(shared.reason[first]) == {"cross_source"}
+        assert set(shared.reason[~first]) <= {"near_duplicate_kept", "exact_duplicate"}
     assert rep["cross_source_pair_count"] >= 2
 
 
@@ -127,14 +129,13 @@ def test_dedupe_rows_clusters_and_kept_policy(dedupe_work):
                   for f in dedupe.face_files(dedupe_work))
     assert len(df) == n_crops  # every crop has a row, kept or not
     assert not df.duplicated(["video_id", "frame_index"]).any()
-    # one kept crop per (cluster, video): the first by frame order
-    first = df.sort_values("frame_index").groupby(["cluster", "video_id"]).frame_index.min().reset_index()
-    kept = df[df.kept][["cluster", "video_id", "frame_index"]]
-    assert sorted(map(tuple, kept.to_numpy().tolist())) == sorted(map(tuple, first.to_numpy().tolist()))
-    assert set(df.reason[~df.kept]) <= {"near_duplicate", "exact_duplicate"}
-    # a still photo under a slow camera move: its crops are near-duplicates of one another
+    # default within_video keep: every crop but a byte/pixel-identical repeat in its video is kept
+    assert st_params(dedupe_work) == {"radius": 6, "min_shared": 2, "within_video": "keep"}
+    assert (df.kept == ~df.reason.isin(["exact_duplicate", "undecodable"])).all()
+    assert set(df.reason[~df.kept]) <= {"exact_duplicate"}
+    # a still photo under a slow camera move: its crops are near-duplicates of one another, kept
     still = df[df.video_id == "celebdf/YouTube-real/00000"]
-    assert (still.reason == "near_duplicate").sum() >= len(still) // 2
+    assert (still.reason == "near_duplicate_kept").sum() >= len(still) // 2 and still.kept.all()
     assert (df.cluster_size >= 1).all()
     for name in (dedupe.REPORT, dedupe.FIGURE):
         assert dedupe_work.path(name).stat().st_size > 0
@@ -223,22 +224,31 @@ def test_within_video_keep_keeps_near_duplicates_and_drops_exact_copies(tmp_path
     assert (k.cluster_videos[k.cluster == k.cluster.iloc[0]] == 2).all()  # cross-video either way
 
 
+def st_params(work: Work) -> dict:
+    return work.state("dedupe")["params"]
+
+
 def test_within_video_keep_on_the_sample(dedupe_work, tmp_path):
-    """The sample: keep turns every near-duplicate into a kept row and changes nothing else; the
-    cross-video evidence, and so the groups the split will join, is identical."""
+    """The sample: drop (the only behaviour before the option) keeps the first crop of each cluster in
+    each video; keep (default) turns every such near-duplicate into a kept row and changes nothing
+    else: the cross-video evidence, and so the groups the split will join, is identical."""
     dst = Work(tmp_path / "w")
     shutil.copytree(dedupe_work.root, dst.root)
-    st = dedupe.run(dst, {"within_video": "keep"}, workers=1)
+    st = dedupe.run(dst, {"within_video": "drop"}, workers=1)
     assert st["fingerprint"] != dedupe_work.state("dedupe")["fingerprint"]
-    d = pq.read_table(dedupe_work.path(dedupe.OUTPUT)).to_pandas()
-    k = pq.read_table(dst.path(dedupe.OUTPUT)).to_pandas()
+    assert st["params"] == {"radius": 6, "min_shared": 2}  # as before the option: old work dirs stay fresh
+    d = pq.read_table(dst.path(dedupe.OUTPUT)).to_pandas()
+    k = pq.read_table(dedupe_work.path(dedupe.OUTPUT)).to_pandas()
+    first = d.sort_values("frame_index").groupby(["cluster", "video_id"]).frame_index.min().reset_index()
+    kept = d[d.kept][["cluster", "video_id", "frame_index"]]
+    assert sorted(map(tuple, kept.to_numpy().tolist())) == sorted(map(tuple, first.to_numpy().tolist()))
     near = d.reason == "near_duplicate"
     assert near.sum() >= 20 and (k.reason[near] == "near_duplicate_kept").all() and k.kept[near].all()
     assert (k.reason[~near] == d.reason[~near]).all() and (k.kept[~near] == d.kept[~near]).all()
     assert k.kept.sum() == d.kept.sum() + near.sum()
     assert k.cluster.tolist() == d.cluster.tolist()
-    rd = json.loads(dedupe_work.path(dedupe.REPORT).read_text())
-    rk = json.loads(dst.path(dedupe.REPORT).read_text())
+    rd = json.loads(dst.path(dedupe.REPORT).read_text())
+    rk = json.loads(dedupe_work.path(dedupe.REPORT).read_text())
     assert rk["cross_video_pairs"] == rd["cross_video_pairs"] and rk["kept"] == int(k.kept.sum())
     # the group summary counts kept frames: same groups, more frames in them
     gd, gk = rd["groups_after_joining"], rk["groups_after_joining"]
