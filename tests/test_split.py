@@ -328,6 +328,7 @@ def test_join_duplicates_exact_and_none_are_the_remedies(chained_work, tmp_path)
         assert rep["join_duplicates"] == mode and rep["params"]["join_duplicates"] == mode
         crossing = {c["cluster"] for c in rep["leaks"]["duplicate_clusters"]}
         assert intro in crossing and rep["audit"]["duplicate_clusters_crossing"] == len(crossing)
+        assert st["counts"]["duplicate_leaks"] == len(crossing)
         g = dict(zip(t.video_id, t.group))
         if mode == "exact":  # the byte-identical copy still joins its two groups
             assert g[copy[0]] == g[copy[1]] and rep["duplicate_join_count"] >= 1

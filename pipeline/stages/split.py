@@ -168,6 +168,8 @@ def run(work: Work, params: dict | None = None) -> dict:
     print_report(report)
     counts = {"videos": int(len(table)), **{s: int((table.split == s).sum()) for s in SPLITS},
               "unassigned": int(table.split.isna().sum()), "group_leaks": report["audit"]["groups_crossing"]}
+    if "join_duplicates" in p:  # exact or none: the duplicates left crossing splits
+        counts["duplicate_leaks"] = report["audit"]["duplicate_clusters_crossing"]
     return work.record(stage, [OUTPUT, REPORT], counts)
 
 
