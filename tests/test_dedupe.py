@@ -196,8 +196,11 @@ def test_within_video_keep_keeps_near_duplicates_and_drops_exact_copies(tmp_path
     goes either way); clusters, and the link to a second video holding graded copies, are the same."""
     carphone = [cv2.resize(f, (352, 288)) for f in footage.carphone_frames()[:1]]
     c0 = F.face_crops(carphone)[0]
-    other = [c for c in F.face_crops(footage.pan(footage.astronaut(), 2, (320, 320), seed=2)) if c is not None][0]
-    grade = lambda c, k: np.clip(c.astype(np.int16) + k, 0, 255).astype(np.uint8)  # noqa: E731
+    other = next(c for c in F.face_crops(footage.pan(footage.astronaut(), 2, (320, 320), seed=2)) if c is not None)
+
+    def grade(c, k):
+        return np.clip(c.astype(np.int16) + k, 0, 255).astype(np.uint8)
+
     videos = [
         {"video_id": "a/v1", "source": "a", "label": 0, "method": "m", "group": "a:1",
          "crops": [c0, F.png(c0), grade(c0, 3), other]},
