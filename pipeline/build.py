@@ -12,7 +12,7 @@ import click
 from . import storage
 from .errors import UserError
 from .report import print_table
-from .runner import Lock, Work, make_executor
+from .runner import Lock, Work, make_executor, run_stage
 from .sources import ADAPTERS
 from .sources.names import check_held, check_names
 
@@ -58,17 +58,13 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
               ff_splits=None, faces_params: dict | None = None, dedupe_params: dict | None = None,
               workers: int = 1, executor=None) -> dict:
     """Run every build stage in order; each skips itself when its fingerprint is on disk."""
-    from .stages import manifest
+    from .stages import dedupe, faces, manifest
 
-    results = {"manifest": manifest.run(work, data_root, sources, overrides=overrides,
-                                        compression=compression, ff_splits=ff_splits,
-                                        workers=workers, executor=executor)}
-    for name, params in (("faces", faces_params or {}), ("dedupe", dedupe_params or {})):
-        module = stage_module(name)
-        if module is None:
-            log.info("%s: stage not available in this version; stopping after %s", name, list(results)[-1])
-            break
-        results[name] = module.run(work, params, workers=workers, executor=executor)
+    manifest_params = {"data_root": data_root, "sources": sources, "overrides": overrides,
+                       "compression": compression, "ff_splits": ff_splits}
+    results = {"manifest": run_stage(work, manifest.STAGE, manifest_params, workers=workers, executor=executor)}
+    results["faces"] = faces.run(work, faces_params, workers=workers, executor=executor)
+    results["dedupe"] = dedupe.run(work, dedupe_params, workers=workers, executor=executor)
     return results
 
 

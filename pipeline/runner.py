@@ -5,6 +5,11 @@ its name, code version, parameters and the fingerprints of the stages it reads; 
 recorded fingerprint matches is skipped. Inside a stage the work is split into units (a video,
 a shard); each unit writes its own Parquet part atomically, so a killed build resumes by doing
 only the units whose part is missing.
+
+A stage module declares itself as a `StageDef` (name, version, parameter check, upstream stages,
+its units, a pure unit function, how parts combine into its artifact and report, how the report
+reads); `run_stage` does the bookkeeping for every stage alike: freshness, fingerprint, parts,
+map, combine, schema check, report, record.
 """
 
 from __future__ import annotations
@@ -563,3 +568,158 @@ def read_parts(parts_dir: Path, keys: Sequence[str]) -> pa.Table:
 def summarize(results: list[dict]) -> dict:
     done = sum(not r["skipped"] for r in results)
     return {"units": len(results), "computed": done, "resumed": len(results) - done}
+
+
+# --- the stage contract ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Parts:
+    """A stage's unit parts in this run, as its hooks see them: the folder, the planned unit keys
+    (in plan order) and, after the map, one summary per unit."""
+
+    dir: Path
+    keys: tuple[str, ...]
+    results: tuple[dict, ...] = ()
+
+    def path(self, key: str) -> Path:
+        return self.dir / part_name(key)
+
+    def read(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        return storage.read_table(self.path(key), columns=columns)
+
+    def table(self) -> pa.Table | None:
+        """Every planned part, concatenated in plan order; None when there are no units."""
+        return read_parts(self.dir, self.keys)
+
+    def drop(self, key: str) -> None:
+        """Forget a unit's part, so the map computes it again."""
+        self.path(key).unlink(missing_ok=True)
+
+    @property
+    def summary(self) -> dict:
+        """units / computed / resumed, for the stage's counts."""
+        return summarize(list(self.results))
+
+
+@dataclass
+class StageRun:
+    """One run of a stage, handed to its hooks: the work dir, the checked parameters, the stage's
+    identity and fingerprint, a context the stage fills (`identify` returns it, `plan` may add to
+    it) and its parts once mapped."""
+
+    work: Work
+    params: dict
+    stage: Stage
+    context: dict
+    fingerprint: str | None = None
+    parts: Parts | None = None
+
+
+@dataclass
+class Output:
+    """What a stage's combine step hands back: its report (written to reports/<name>.json and
+    printed by the stage's `print_report`), the artifact's table (checked against
+    schemas/<name>.yaml and written to `StageDef.artifact`), any other files it wrote (recorded
+    with their hashes) and the counts `mesodata status` shows."""
+
+    report: dict
+    counts: dict
+    table: pa.Table | None = None
+    files: list[str] = field(default_factory=list)
+
+
+def _default_identify(work: Work, params: dict) -> tuple[dict, dict]:
+    return params, {}
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """A stage, declared. `run_stage` does the rest.
+
+    - `check(raw) -> params`: the parameters with defaults filled in, validated once (UserError
+      naming the bad one);
+    - `identify(work, params) -> (fingerprinted parameters, context)`: what the fingerprint hashes
+      besides name, version and upstream (default: the parameters), and what the stage learnt
+      finding it (a listing, a preset) for the later steps;
+    - `plan(run) -> [Unit]`, `unit(payload) -> Table` (pure, run in workers; each part checked
+      against schemas/<unit_schema>.yaml when given), `combine(run) -> Output`;
+    - `print_report(report)`: the report as a person reads it;
+    - where parts live: `.parts/<name>` unless `parts_at` names a folder in which the parts are
+      the artifact (recorded with their hashes; parts of units no longer planned are removed);
+      `owns`, a folder holding one fingerprint's outputs, emptied when the fingerprint changes;
+      `parts_key(run)`: what the parts depend on, when not the whole fingerprint;
+    - optional: `fresh(run)` (outputs outside the work dir still whole), `adopt(run)` (an Output
+      made from an older layout without computing, or None), `before_map(run)` (parts whose
+      outputs elsewhere are gone: drop them), `up_to_date(state, params)` (the skip line).
+    """
+
+    name: str
+    version: str
+    check: Callable[[dict], dict]
+    combine: Callable[[StageRun], Output]
+    print_report: Callable[[dict], None]
+    upstream: tuple[str, ...] = ()
+    identify: Callable[[Work, dict], tuple[dict, dict]] = _default_identify
+    plan: Callable[[StageRun], list[Unit]] | None = None
+    unit: Callable[[Any], pa.Table] | None = None
+    unit_schema: str | None = None
+    artifact: str | None = None
+    parts_at: str | None = None
+    owns: str | None = None
+    parts_key: Callable[[StageRun], str] | None = None
+    fresh: Callable[[StageRun], bool] | None = None
+    adopt: Callable[[StageRun], "Output | None"] | None = None
+    before_map: Callable[[StageRun], None] | None = None
+    up_to_date: Callable[[dict, dict], str] | None = None
+    title: str | None = None  # its name in progress and log lines (default: name)
+
+    @property
+    def report(self) -> str:
+        return f"reports/{self.name}.json"
+
+
+def run_stage(work: Work, sd: StageDef, params: dict | None = None, *, workers: int = 1,
+              executor: "Executor | None" = None) -> dict:
+    """Run stage `sd` in `work` unless it is up to date; return its recorded state.
+
+    Check the parameters, fingerprint the stage, skip it when fresh, else plan its units, compute
+    the missing parts (in `workers` processes or on `executor`), combine them, check and write the
+    artifact and report, print the report and record the stage."""
+    title = sd.title or sd.name
+    p = sd.check(dict(params or {}))
+    fp_params, context = sd.identify(work, p)
+    stage = Stage(sd.name, sd.version, fp_params, sd.upstream)
+    run = StageRun(work, p, stage, context)
+    if work.is_fresh(stage):
+        run.fingerprint = work.fingerprint(stage)
+        if sd.fresh is None or sd.fresh(run):
+            st = work.state(sd.name)
+            log.info("%s: %s", title, sd.up_to_date(st, p) if sd.up_to_date else "up to date, nothing to do")
+            return st
+    run.fingerprint = work.fingerprint(stage)  # UserError naming an upstream stage that has not run
+    out = sd.adopt(run) if sd.adopt else None
+    if out is None:
+        units = sd.plan(run) if sd.plan else []
+        if sd.unit is not None:
+            if sd.owns:
+                work.parts_dir(stage, run.fingerprint, where=sd.owns)
+            folder = work.parts_dir(stage, sd.parts_key(run) if sd.parts_key else run.fingerprint,
+                                    where=sd.parts_at)
+            run.parts = Parts(folder, tuple(u.key for u in units))
+            if sd.before_map:
+                sd.before_map(run)
+            results = map_units(sd.unit, units, folder, artifact=sd.unit_schema, workers=workers,
+                                desc=title, executor=executor)
+            run.parts = Parts(folder, run.parts.keys, tuple(results))
+            if sd.parts_at:  # the parts are the artifact: those of units no longer planned go
+                wanted = {part_name(k) for k in run.parts.keys}
+                for f in folder.glob("*.parquet"):
+                    if f.name not in wanted:
+                        f.unlink()
+        out = sd.combine(run)
+    written = []
+    if out.table is not None:
+        atomic.write_parquet(work.path(sd.artifact), schema.conform(out.table, sd.name))
+        written.append(sd.artifact)
+    atomic.write_json(work.path(sd.report), out.report)
+    sd.print_report(out.report)
+    return work.record(stage, [*written, *out.files, sd.report], out.counts)

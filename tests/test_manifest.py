@@ -215,7 +215,7 @@ def test_bad_metadata_is_one_clear_error(tmp_path, what, files, expected):
 @pytest.mark.parametrize("args,expected", [
     (["--sources", "celebdf,kinetics"], "unknown source 'kinetics'"),
     (["--data-root", "/nonexistent/data"], "data root /nonexistent/data does not exist"),
-    (["--sources", "dfdc"], "dfdc: folder"),
+    (["--sources", "dfdc"], "no DFDC/ for dfdc"),
     (["--source-root", "nonsense"], "--source-root expects NAME=PATH"),
 ])
 def test_bad_options_are_one_clear_error(tmp_path, args, expected):

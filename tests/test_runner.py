@@ -14,7 +14,8 @@ import pytest
 
 from mesodata.pipeline import atomic, schema
 from mesodata.pipeline.errors import UserError
-from mesodata.pipeline.runner import Lock, Stage, Unit, Work, map_units, part_name, read_parts, summarize
+from mesodata.pipeline.runner import (Lock, Output, Stage, StageDef, Unit, Work, map_units, part_name, read_parts,
+                                      run_stage, summarize)
 
 
 def square(n: int) -> pa.Table:
@@ -184,3 +185,50 @@ def test_a_failed_command_removes_the_work_dir_it_made_and_only_that(tmp_path):
         with Lock(Work(existing)):
             raise UserError("refused")
     assert existing.is_dir()  # not made by the command: stays
+
+
+# --- the stage contract: run_stage does the bookkeeping of a declared stage ---------------------------
+def _toy_check(raw: dict) -> dict:
+    n = raw.get("n", 3)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise UserError(f"The 'n' parameter of toy must be an int in the range [0, inf). Got {n!r} instead.")
+    return {"n": n}
+
+
+def _toy_combine(run) -> Output:
+    table = run.parts.table()
+    return Output(report={"sum": sum(table.column("sq").to_pylist())}, counts={"n": table.num_rows, **run.parts.summary})
+
+
+TOY = StageDef("toy", "1", check=_toy_check, plan=lambda run: [Unit(f"u{i}", i) for i in range(run.params["n"])],
+               unit=square, combine=_toy_combine, print_report=lambda report: print(f"toy sum {report['sum']}"))
+
+
+def test_run_stage_computes_skips_when_fresh_and_resumes(tmp_path, capsys):
+    work = Work(tmp_path)
+    st = run_stage(work, TOY, {"n": 4}, workers=1)
+    assert st["counts"] == {"n": 4, "units": 4, "computed": 4, "resumed": 0}
+    assert json.loads((tmp_path / "reports" / "toy.json").read_text()) == {"sum": 14}
+    assert capsys.readouterr().out.strip() == "toy sum 14"  # the stage's own report, printed by the runner
+    assert set(st["outputs"]) == {"reports/toy.json"} and st["params"] == {"n": 4}
+    again = run_stage(work, TOY, {"n": 4}, workers=1)  # fresh: nothing computed, nothing printed
+    assert again == st and capsys.readouterr().out == ""
+    more = run_stage(work, TOY, {"n": 6}, workers=2)  # another parameter: another fingerprint, new parts
+    assert more["counts"]["computed"] == 6 and more["fingerprint"] != st["fingerprint"]
+    (work.path(".parts", "toy") / part_name("u5")).unlink()
+    (work.path(".state", "toy.json")).unlink()  # killed before it recorded: only the missing unit is redone
+    resumed = run_stage(work, TOY, {"n": 6}, workers=1)
+    assert resumed["counts"] == {"n": 6, "units": 6, "computed": 1, "resumed": 5}
+    assert resumed["fingerprint"] == more["fingerprint"]
+    with pytest.raises(UserError, match="The 'n' parameter of toy must be an int"):
+        run_stage(work, TOY, {"n": -1})
+
+
+def test_run_stage_needs_its_upstream(tmp_path):
+    import dataclasses
+
+    after = dataclasses.replace(TOY, name="after", upstream=("toy",))
+    with pytest.raises(UserError, match="stage 'toy' has not run"):
+        run_stage(Work(tmp_path), after, {})
+    run_stage(Work(tmp_path), TOY, {"n": 2})
+    assert run_stage(Work(tmp_path), after, {})["upstream"] == ["toy"]

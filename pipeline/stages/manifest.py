@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import atomic, schema, storage
+from .. import schema, storage
 from ..errors import UserError
 from ..probe import probe
-from ..runner import Stage, Unit, Work, map_units, read_parts, summarize
+from ..runner import Output, StageDef, StageRun, Unit, Work, run_stage
 from ..sources import ADAPTERS, config
 
 log = logging.getLogger("mesodata")
@@ -81,37 +81,56 @@ def _probe_rows(payload: tuple) -> pa.Table:
     return pa.Table.from_pylist(out, schema=schema.load(NAME))
 
 
+DEFAULTS = {"data_root": None, "sources": None, "overrides": None, "compression": "c23", "ff_splits": None}
+
+
+def check_params(params: dict) -> dict:
+    """data_root and sources (required), overrides {source: folder}, compression, ff_splits."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown manifest parameter(s) {unknown}; known: {', '.join(DEFAULTS)}")
+    p = {**DEFAULTS, **params}
+    for name in ("data_root", "sources"):
+        if p[name] is None:
+            raise UserError(f"The {name!r} parameter of manifest is required.")
+    p["sources"] = list(p["sources"])
+    p["overrides"] = dict(p["overrides"] or {})
+    return p
+
+
+def _identify(work: Work, p: dict) -> tuple[dict, dict]:
+    """List every source: the fingerprint holds the roots and a digest of the listing, so a file
+    that appears, vanishes or changes on disk redoes the manifest."""
+    data_root = storage.location(p["data_root"])
+    roots = source_roots(data_root, p["sources"], p["overrides"])
+    listings = list_all(data_root, roots, p["compression"], p["ff_splits"])
+    rows = [r for s in p["sources"] for r in listings[s].rows]
+    key = {"data_root": str(_absolute(data_root)), "sources": p["sources"],
+           "roots": {s: str(r) for s, r in roots.items()}, "compression": p["compression"],
+           "listing": _listing_digest(rows, data_root)}
+    return key, {"data_root": data_root, "listings": listings, "rows": rows}
+
+
+def _plan(run: StageRun) -> list[Unit]:
+    rows, data_root = run.context["rows"], run.context["data_root"]
+    return [Unit(f"chunk-{i // CHUNK:06d}", (data_root, rows[i:i + CHUNK])) for i in range(0, len(rows), CHUNK)]
+
+
+def _combine(run: StageRun) -> Output:
+    table = run.parts.table()
+    if table is None:
+        table = schema.load(NAME).empty_table()
+    report = build_report(table, run.context["listings"])
+    counts = {"videos": table.num_rows, **run.parts.summary, "ok": report["status"].get("ok", 0)}
+    return Output(report=report, counts=counts, table=table)
+
+
 def run(work: Work, data_root, sources: list[str], *, overrides: dict[str, str] | None = None,
         compression: str = "c23", ff_splits: Path | None = None, workers: int = 1, executor=None) -> dict:
     """List every source, probe every file, write manifest.parquet and its report."""
-    data_root = storage.location(data_root)
-    roots = source_roots(data_root, sources, overrides or {})
-    listings = list_all(data_root, roots, compression, ff_splits)
-    rows = [r for s in sources for r in listings[s].rows]
-    stage = Stage(NAME, VERSION, {
-        "data_root": str(_absolute(data_root)), "sources": sources,
-        "roots": {s: str(p) for s, p in roots.items()}, "compression": compression,
-        "listing": _listing_digest(rows, data_root),
-    })
-    if work.is_fresh(stage):
-        log.info("manifest: up to date (%d videos), nothing to do", work.state(NAME)["counts"]["videos"])
-        return work.state(NAME)
-    fp = work.fingerprint(stage)
-    parts = work.parts_dir(stage, fp)
-    units = [Unit(f"chunk-{i // CHUNK:06d}", (data_root, rows[i:i + CHUNK]))
-             for i in range(0, len(rows), CHUNK)]
-    results = map_units(_probe_rows, units, parts, artifact=NAME, workers=workers,
-                        desc="manifest", executor=executor)
-    table = read_parts(parts, [u.key for u in units])
-    if table is None:
-        table = schema.load(NAME).empty_table()
-    atomic.write_parquet(work.path(OUTPUT), schema.conform(table, NAME))
-    report = build_report(table, listings)
-    atomic.write_json(work.path(REPORT), report)
-    print_report(report)
-    counts = {"videos": table.num_rows, **summarize(results),
-              "ok": report["status"].get("ok", 0)}
-    return work.record(stage, [OUTPUT, REPORT], counts)
+    params = {"data_root": data_root, "sources": sources, "overrides": overrides, "compression": compression,
+              "ff_splits": ff_splits}
+    return run_stage(work, STAGE, params, workers=workers, executor=executor)
 
 
 def build_report(table: pa.Table, listings: dict) -> dict:
@@ -150,3 +169,9 @@ def print_report(report: dict, limit: int = 15) -> None:
 
 def read(work: Work) -> pa.Table:
     return work.read_table(OUTPUT, missing=f"no manifest in {work.root}: run `mesodata build` first")
+
+
+STAGE = StageDef(
+    NAME, VERSION, check=check_params, identify=_identify, plan=_plan, unit=_probe_rows, unit_schema=NAME,
+    combine=_combine, artifact=OUTPUT, print_report=print_report,
+    up_to_date=lambda st, p: f"up to date ({st['counts']['videos']} videos), nothing to do")
