@@ -63,7 +63,7 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
     manifest_params = {"data_root": data_root, "sources": sources, "overrides": overrides,
                        "compression": compression, "ff_splits": ff_splits}
     results = {"manifest": run_stage(work, manifest.STAGE, manifest_params, workers=workers, executor=executor)}
-    results["faces"] = faces.run(work, faces_params, workers=workers, executor=executor)
+    results["faces"] = run_stage(work, faces.STAGE, faces_params, workers=workers, executor=executor)
     results["dedupe"] = dedupe.run(work, dedupe_params, workers=workers, executor=executor)
     return results
 

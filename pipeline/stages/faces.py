@@ -29,9 +29,9 @@ from .. import atomic, schema, storage
 from ..detect import DetectParams, FaceCropper, resolve_cascade
 from ..errors import UserError
 from ..frames import Deadline, DecodeTimeout, FrameSampler, count_frames, plan_indices
-from ..runner import Stage, Unit, Work, map_units, part_name, summarize
+from ..runner import Output, StageDef, StageRun, Unit, Work, part_name, run_stage
 
-__all__ = ["run", "read", "iter_parts", "extract_faces", "normalize_params", "DEFAULTS", "STATUSES"]
+__all__ = ["STAGE", "run", "read", "iter_parts", "extract_faces", "normalize_params", "DEFAULTS", "STATUSES"]
 
 log = logging.getLogger("mesodata")
 
@@ -274,36 +274,26 @@ def _unit_key(m: dict) -> str:
 
 
 # --- the stage ------------------------------------------------------------------------------
-def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
-    """Sample frames and crop faces of every manifest video; write parts, index, report, sheets."""
+def _plan(run: StageRun) -> list[Unit]:
+    """One unit per manifest video, keyed by its content (see _unit_key)."""
     from . import manifest
 
-    p = normalize_params(params)
-    stage = Stage(NAME, VERSION, p, upstream=("manifest",))
-    if work.is_fresh(stage):
-        st = work.state(NAME)
-        log.info("faces: up to date (%d videos, %d frames), nothing to do",
-                 st["counts"]["videos"], st["counts"]["frames"])
-        return st
+    work, p = run.work, run.params
     mtable = manifest.read(work)
     mstate = work.state("manifest") or {}
     data_root = storage.location(mstate.get("params", {}).get("data_root", "."))
     rows = mtable.select(["video_id", "path", "status", "error", "frames", "fps", "size_bytes",
                           *MANIFEST_COLUMNS]).to_pylist()
-    parts = work.parts_dir(stage, _parts_fingerprint(p), where=FOLDER)
-    keys = [_unit_key(m) for m in rows]
-    _forget_timeouts(work, parts, p["decode_timeout"])
-    units = [Unit(k, {"row": m, "path": storage.join(data_root, m["path"]), "params": p})
-             for k, m in zip(keys, rows)]
-    results = map_units(_unit, units, parts, artifact=NAME, workers=workers, desc="faces", executor=executor)
+    run.context["rows"] = rows
+    return [Unit(_unit_key(m), {"row": m, "path": storage.join(data_root, m["path"]), "params": p}) for m in rows]
 
-    wanted = {part_name(k) for k in keys}
-    for f in parts.glob("*.parquet"):  # parts of videos no longer in the manifest
-        if f.name not in wanted:
-            f.unlink()
+
+def _combine(run: StageRun) -> Output:
+    """The index of the parts (manifest order), the yield report and the contact sheets."""
+    work, p, parts, rows = run.work, run.params, run.parts, run.context["rows"]
     index, per_video = [], []
-    for k, m in zip(keys, rows):
-        t = storage.read_table(parts / part_name(k), columns=["status", "error"])
+    for k, m in zip(parts.keys, rows):
+        t = parts.read(k, columns=["status", "error"])
         st = collections.Counter(t.column("status").to_pylist())
         errors = [e for e in t.column("error").to_pylist() if e]
         timed_out = any("decode timeout" in e for e in errors)
@@ -316,24 +306,27 @@ def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=No
     sheets = contact_sheets(work, p, [(v["source"], v["label"], e["part"]) for v, e in zip(per_video, index)
                                       if v["status"].get("face")])
     report["contact_sheets"] = sheets
-    atomic.write_json(work.path(REPORT), report)
-    print_report(report)
     totals = report["totals"]
     counts = {"videos": len(rows), "frames": totals["sampled"], "faces": totals["face"],
-              "yield": totals["yield"], **summarize(results),
+              "yield": totals["yield"], **parts.summary,
               "status": {s: totals[s] for s in STATUSES}}
-    return work.record(stage, [INDEX, REPORT, *sheets], counts)
+    return Output(report=report, counts=counts, files=[INDEX, *sheets])
 
 
-def _forget_timeouts(work: Work, parts: Path, timeout: float) -> None:
+def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
+    """Sample frames and crop faces of every manifest video; write parts, index, report, sheets."""
+    return run_stage(work, STAGE, params, workers=workers, executor=executor)
+
+
+def _forget_timeouts(run: StageRun) -> None:
     """Parts that timed out under a shorter decode timeout are redone with the longer one."""
     try:
-        index = json.loads(work.path(INDEX).read_text())["parts"]
+        index = json.loads(run.work.path(INDEX).read_text())["parts"]
     except (OSError, ValueError, KeyError):
         return
     for e in index:
-        if "timeout" in e and e["timeout"] < timeout:
-            (parts / e["part"]).unlink(missing_ok=True)
+        if "timeout" in e and e["timeout"] < run.params["decode_timeout"]:
+            (run.parts.dir / e["part"]).unlink(missing_ok=True)
 
 
 def _main_reason(errors: list[str]) -> str | None:
@@ -461,3 +454,11 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
         atomic.write_bytes(work.path(rel), buf.tobytes())
         out.append(rel)
     return out
+
+
+STAGE = StageDef(
+    NAME, VERSION, upstream=("manifest",), check=normalize_params, plan=_plan, unit=_unit, unit_schema=NAME,
+    parts_at=FOLDER, parts_key=lambda run: _parts_fingerprint(run.params), before_map=_forget_timeouts,
+    combine=_combine, print_report=print_report,
+    up_to_date=lambda st, p: f"up to date ({st['counts']['videos']} videos, {st['counts']['frames']} frames), "
+                             "nothing to do")
