@@ -211,9 +211,7 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
     for name in list(metrics["models"]):
         if name not in models:  # mesoinception4 trained only as the SVM's base
             metrics["models"][name]["note"] = "trained as the SVM head's feature extractor"
-    metrics["warnings"] = report.warnings_for(metrics)
-    for w in metrics["warnings"]:
-        log.warning("warning: %s", w)
+    metrics["warnings"] = report.warnings_for(metrics)  # printed by the CLI, listed in report.md
     table = report.write_report(metrics, out)
     metrics["table"] = table
     write_json(out / "metrics.json", metrics)
