@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -44,16 +43,6 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def stage_module(name: str):
-    """A stage's module, or None while that stage has not landed."""
-    try:
-        return importlib.import_module(f"mesodata.pipeline.stages.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"mesodata.pipeline.stages.{name}":
-            return None
-        raise
-
-
 def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None, compression="c23",
               ff_splits=None, faces_params: dict | None = None, dedupe_params: dict | None = None,
               workers: int = 1, executor=None) -> dict:
@@ -64,7 +53,7 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
                        "compression": compression, "ff_splits": ff_splits}
     results = {"manifest": run_stage(work, manifest.STAGE, manifest_params, workers=workers, executor=executor)}
     results["faces"] = run_stage(work, faces.STAGE, faces_params, workers=workers, executor=executor)
-    results["dedupe"] = dedupe.run(work, dedupe_params, workers=workers, executor=executor)
+    results["dedupe"] = run_stage(work, dedupe.STAGE, dedupe_params, workers=workers, executor=executor)
     return results
 
 

@@ -80,7 +80,7 @@ def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, au
     or test empty (or a source without val or test rows), the split stops with exit 2 and writes
     nothing; the message says which group is too large and what to try.
     """
-    from .build import stage_module
+    from .stages import shards as shards_stage
     from .stages import split as split_stage
 
     params = {"seed": seed, "ratios": list(split_stage.parse_ratios(ratios)), "protocol": protocol,
@@ -92,12 +92,8 @@ def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, au
         raise UserError(f"work dir {w.root} does not exist: run `mesodata build --work {w.root}` first")
     with Lock(w):
         split_stage.run(w, params)
-        shards = stage_module("shards")
-        if shards is None:
-            log.info("shards: stage not available in this version; stopping after split")
-            return
         executor = make_executor(backend, workers, scheduler)
         try:
-            shards.run(w, shards_params, workers=workers, executor=executor)
+            shards_stage.run(w, shards_params, workers=workers, executor=executor)
         finally:
             executor.close()

@@ -88,12 +88,18 @@ def faces_part(video: dict) -> pa.Table:
 
 
 def write_faces(work: Work, videos: list[dict], tag: str = "fixture") -> None:
-    """WORK/faces/<part>.parquet per video and the `faces` stage state, as the faces stage leaves them."""
-    outputs = []
+    """WORK/faces/<part>.parquet per video, the index of those parts (faces/_index.json, in the videos'
+    order) and the `faces` stage state, as the faces stage leaves them."""
+    outputs, index = [], []
     for v in videos:
         rel = f"faces/{part_name(v['video_id'])}"
-        atomic.write_parquet(work.path(rel), faces_part(v))
+        table = faces_part(v)
+        atomic.write_parquet(work.path(rel), table)
         outputs.append(rel)
+        index.append({"video_id": v["video_id"], "key": v["video_id"], "part": part_name(v["video_id"]),
+                      "rows": table.num_rows})
+    atomic.write_json(work.path("faces", "_index.json"), {"parts": index})
+    outputs.append("faces/_index.json")
     work.record(Stage("faces", "fixture", {"tag": tag}, upstream=("manifest",)), outputs,
                 {"videos": len(videos)})
 

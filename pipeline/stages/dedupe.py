@@ -36,7 +36,6 @@ so chance collisions cannot chain unrelated groups together.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -45,9 +44,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import atomic, phash, schema, storage
+from .. import atomic, phash, storage
 from ..errors import UserError
-from ..runner import Stage, Unit, Work, map_units, read_parts, summarize
+from ..runner import Output, StageDef, StageRun, Unit, Work, run_stage
 
 log = logging.getLogger("mesodata")
 
@@ -64,7 +63,7 @@ JOIN_MODES = ("near", "exact", "none")  # how duplicates join groups (the split'
 FLAG_SHARE = 0.30  # a joined group holding more than this share of a source's kept frames is flagged
 _FACE_COLUMNS = ["video_id", "frame_index", "source", "label", "method", "group", "status", "image"]
 
-__all__ = ["run", "read", "cluster", "hash_images", "face_files", "join_groups", "group_summary", "NAME", "OUTPUT",
+__all__ = ["STAGE", "run", "read", "cluster", "hash_images", "face_files", "join_groups", "group_summary", "NAME", "OUTPUT",
            "DEFAULTS", "JOIN_MODES", "WITHIN_VIDEO"]
 
 
@@ -93,18 +92,10 @@ def _stage_params(params: dict) -> dict:
 
 # --- per-unit work: fingerprints of every crop ------------------------------------------------
 def face_files(work: Work) -> list[str]:
-    """The faces stage's Parquet parts, relative to the work dir: its index's, else every part there."""
-    d = work.path(FACES_DIR)
-    if not d.is_dir():
-        return []
-    index = d / "_index.json"
-    if index.is_file():
-        try:
-            return [f"{FACES_DIR}/{e['part']}" for e in json.loads(index.read_text())["parts"]]
-        except (ValueError, KeyError, TypeError):
-            log.warning("unreadable %s: using every part under %s", index, d)
-    return sorted(storage.relative(p, work.root) for p in d.rglob("*.parquet")
-                  if not p.name.startswith("."))
+    """The faces stage's Parquet parts, relative to the work dir, in the order of its index."""
+    from . import faces
+
+    return [f"{FACES_DIR}/{e['part']}" for e in faces.index(work)]
 
 
 def hash_images(images: list[dict | None], root: Path | None = None) -> tuple[list, list, list]:
@@ -406,41 +397,35 @@ def print_groups(summary: dict, mode: str, limit: int = 5) -> None:
 
 
 # --- the stage ----------------------------------------------------------------------------------
+def _identify(work: Work, params: dict) -> tuple[dict, dict]:
+    return _stage_params(params), {}
+
+
+def _plan(run: StageRun) -> list[Unit]:
+    """Chunks of CHUNK faces parts, in the faces index's order."""
+    files = face_files(run.work)
+    return [Unit(f"faces-{i // CHUNK:06d}", (run.work.root, files[i:i + CHUNK])) for i in range(0, len(files), CHUNK)]
+
+
+def _combine(run: StageRun) -> Output:
+    """Cluster every crop's hashes: dedupe.parquet, its report and the figure of the largest clusters."""
+    params = run.params
+    table = run.parts.table()
+    if table is None:
+        table = _empty_unit()
+    df, evidence = dedupe_table(table, params["radius"], params["min_shared"], params["within_video"])
+    report = build_report(df, evidence, params)
+    wrote_figure = _figure(run.work, df, report)
+    report["figure"] = FIGURE if wrote_figure else None
+    counts = {"crops": len(df), "kept": int(df.kept.sum()), "clusters": report["clusters"]["multi"],
+              "cross_video_clusters": report["clusters"]["cross_video"], **run.parts.summary}
+    return Output(report=report, counts=counts, table=pa.Table.from_pandas(df, preserve_index=False),
+                  files=[FIGURE] if wrote_figure else [])
+
+
 def run(work: Work, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
     """Fingerprint every face crop, cluster duplicates, write dedupe.parquet and its report."""
-    params = _check_params(params or {})
-    stage = Stage(NAME, VERSION, _stage_params(params), upstream=("faces",))
-    fp = work.fingerprint(stage)  # UserError when the faces stage has not run
-    if work.is_fresh(stage):
-        log.info("dedupe: up to date, nothing to do")
-        return work.state(NAME)
-    files = face_files(work)
-    parts = work.parts_dir(stage, fp)
-    if files:
-        units = [Unit(f"faces-{i // CHUNK:06d}", (work.root, files[i:i + CHUNK]))
-                 for i in range(0, len(files), CHUNK)]
-        results = map_units(_hash_unit, units, parts, artifact=None, workers=workers,
-                            desc="dedupe", executor=executor)
-        table = read_parts(parts, [u.key for u in units])
-    else:  # a faces stage that keeps its table elsewhere: ask it
-        from ..build import stage_module
-
-        faces = stage_module("faces")
-        if faces is None or not hasattr(faces, "read"):
-            raise UserError(f"no face crops under {work.path(FACES_DIR)}: run `mesodata build` first")
-        t = faces.read(work, columns=[c for c in _FACE_COLUMNS])
-        table, results = _hash_table(t, work.root, ""), [{"key": "faces", "skipped": False, "rows": t.num_rows}]
-    df, evidence = dedupe_table(table, params["radius"], params["min_shared"], params["within_video"])
-    out = schema.conform(pa.Table.from_pandas(df, preserve_index=False), NAME)
-    atomic.write_parquet(work.path(OUTPUT), out)
-    report = build_report(df, evidence, params)
-    wrote_figure = _figure(work, df, report)
-    report["figure"] = FIGURE if wrote_figure else None
-    atomic.write_json(work.path(REPORT), report)
-    print_report(report)
-    counts = {"crops": len(df), "kept": int(df.kept.sum()), "clusters": report["clusters"]["multi"],
-              "cross_video_clusters": report["clusters"]["cross_video"], **summarize(results)}
-    return work.record(stage, [OUTPUT, REPORT] + ([FIGURE] if wrote_figure else []), counts)
+    return run_stage(work, STAGE, params, workers=workers, executor=executor)
 
 
 def read(work: Work, columns: list[str] | None = None) -> pa.Table:
@@ -569,3 +554,7 @@ def _figure(work: Work, df: pd.DataFrame, report: dict, per_cluster: int = 8) ->
     plt.close(fig)
     atomic.write_bytes(work.path(FIGURE), buf.getvalue())
     return True
+
+
+STAGE = StageDef(NAME, VERSION, upstream=("faces",), check=_check_params, identify=_identify, plan=_plan,
+                 unit=_hash_unit, combine=_combine, artifact=OUTPUT, print_report=print_report)
