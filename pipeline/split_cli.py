@@ -80,6 +80,7 @@ def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, au
     or test empty (or a source without val or test rows), the split stops with exit 2 and writes
     nothing; the message says which group is too large and what to try.
     """
+    from .runner import run_stage
     from .stages import shards as shards_stage
     from .stages import split as split_stage
 
@@ -91,7 +92,7 @@ def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, au
     if not w.root.is_dir():
         raise UserError(f"work dir {w.root} does not exist: run `mesodata build --work {w.root}` first")
     with Lock(w):
-        split_stage.run(w, params)
+        run_stage(w, split_stage.STAGE, params)
         executor = make_executor(backend, workers, scheduler)
         try:
             shards_stage.run(w, shards_params, workers=workers, executor=executor)

@@ -34,9 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import atomic, schema
 from ..errors import UserError
-from ..runner import Stage, Work
+from ..runner import Output, StageDef, StageRun, Work, run_stage
 
 log = logging.getLogger("mesodata")
 
@@ -50,7 +49,7 @@ JOIN_MODES = ("near", "exact", "none")
 DEFAULT_RATIOS = (70, 20, 10)
 MOVE_PASSES = 4
 
-__all__ = ["run", "read", "parse_ratios", "assign_groups", "merged_groups", "SPLITS", "PROTOCOLS"]
+__all__ = ["STAGE", "run", "read", "parse_ratios", "assign_groups", "merged_groups", "SPLITS", "PROTOCOLS"]
 
 
 def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
@@ -145,32 +144,28 @@ def assign_groups(counts: np.ndarray, ratios: np.ndarray, seed: int, fixed: np.n
 
 
 # --- the stage ----------------------------------------------------------------------------------
-def run(work: Work, params: dict | None = None) -> dict:
-    """Assign every eligible video a split; write split.parquet and the leakage audit."""
-    p = _check(params or {})
-    stage = Stage(NAME, VERSION, p, upstream=("manifest", "dedupe"))
-    work.fingerprint(stage)  # says which upstream stage is missing
-    if work.is_fresh(stage):
-        log.info("split: up to date, nothing to do")
-        st = work.state(NAME)
-        return st
+def _combine(run: StageRun) -> Output:
+    """Assign every eligible video a split (no units: one global step); the table and its audit."""
     from . import dedupe as dedupe_stage
     from . import manifest
 
+    work, p = run.work, run.params
     man = manifest.read(work).select(["video_id", "source", "label", "method", "group", "status",
                                       "official_split"]).to_pandas()
     dd = dedupe_stage.read(work, columns=["video_id", "frame_index", "source", "cluster", "cluster_videos",
                                           "kept"] + (["pixel_hash"] if p.get("join_duplicates") == "exact"
                                                      else [])).to_pandas()
     table, report = split_videos(man, dd, p)
-    atomic.write_parquet(work.path(OUTPUT), schema.conform(pa.Table.from_pandas(table, preserve_index=False), NAME))
-    atomic.write_json(work.path(REPORT), report)
-    print_report(report)
     counts = {"videos": int(len(table)), **{s: int((table.split == s).sum()) for s in SPLITS},
               "unassigned": int(table.split.isna().sum()), "group_leaks": report["audit"]["groups_crossing"]}
     if "join_duplicates" in p:  # exact or none: the duplicates left crossing splits
         counts["duplicate_leaks"] = report["audit"]["duplicate_clusters_crossing"]
-    return work.record(stage, [OUTPUT, REPORT], counts)
+    return Output(report=report, counts=counts, table=pa.Table.from_pandas(table, preserve_index=False))
+
+
+def run(work: Work, params: dict | None = None) -> dict:
+    """Assign every eligible video a split; write split.parquet and the leakage audit."""
+    return run_stage(work, STAGE, params)
 
 
 def split_videos(man: pd.DataFrame, dd: pd.DataFrame, p: dict) -> tuple[pd.DataFrame, dict]:
@@ -431,3 +426,7 @@ def print_report(report: dict, limit: int = 10) -> None:
 
 def read(work: Work) -> pa.Table:
     return work.read_table(OUTPUT, missing=f"no {OUTPUT} in {work.root}: run `mesodata split` first")
+
+
+STAGE = StageDef(NAME, VERSION, upstream=("manifest", "dedupe"), check=_check, combine=_combine, artifact=OUTPUT,
+                 print_report=print_report)
