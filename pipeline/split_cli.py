@@ -95,6 +95,6 @@ def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, au
         run_stage(w, split_stage.STAGE, params)
         executor = make_executor(backend, workers, scheduler)
         try:
-            shards_stage.run(w, shards_params, workers=workers, executor=executor)
+            run_stage(w, shards_stage.STAGE, shards_params, workers=workers, executor=executor)
         finally:
             executor.close()

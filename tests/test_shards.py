@@ -436,12 +436,17 @@ def test_enough_shards_for_every_loader_worker(tmp_path):
 def test_faces_index_is_followed_and_checked(tmp_path):
     work = build_upstream(tmp_path / "w")
     index = json.loads(work.path("faces", "_index.json").read_text())
-    # without the index, the parts in faces/ are found all the same
-    work.path("faces", "_index.json").unlink()
     a = shards.plan(work, PARAMS)[1]
+    listed = {str(work.path("faces", e["part"])) for e in index["parts"]}
+    assert len(a) >= 3 and {r[0] for u in a for r in u.payload["rows"]} == listed - {
+        str(work.path("faces", "srcA_fake_004.parquet"))}  # every part it lists but the unassigned video's
+    # without the index (a faces stage that did not finish) the shards refuse, one line naming the remedy
+    work.path("faces", "_index.json").unlink()
+    with pytest.raises(UserError, match="no face crops .*run `mesodata build` first"):
+        shards.plan(work, PARAMS)
     work.path("faces", "_index.json").write_text(json.dumps(index))
     b = shards.plan(work, PARAMS)[1]
-    assert [u.payload["rows"] for u in a] == [u.payload["rows"] for u in b] and len(a) >= 3
+    assert [u.payload["rows"] for u in a] == [u.payload["rows"] for u in b]
     # a part the index names but that is gone is a user error naming it
     gone = work.path("faces", index["parts"][0]["part"])
     gone.unlink()

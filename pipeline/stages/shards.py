@@ -47,11 +47,11 @@ import pyarrow.parquet as pq
 
 from .. import atomic, augment, schema, storage
 from ..errors import UserError
-from ..runner import Stage, Unit, Work, map_units, part_name, read_parts, summarize
+from ..runner import Output, Stage, StageDef, StageRun, Unit, Work, run_stage
 
 log = logging.getLogger("mesodata")
 
-__all__ = ["run", "plan", "read", "shard_files", "hf_features", "hf_split", "DEFAULTS", "SPLITS", "FOLDERS"]
+__all__ = ["STAGE", "run", "plan", "read", "shard_files", "hf_features", "hf_split", "DEFAULTS", "SPLITS", "FOLDERS"]
 
 NAME = "shards"
 VERSION = "2"  # 2: data/<Hugging Face split>/ layout, label a ClassLabel, full data card
@@ -120,32 +120,27 @@ def _check_params(params: dict) -> dict:
     return p
 
 
-def _stage(p: dict, preset: dict) -> Stage:
+def _identify(work: Work, p: dict) -> tuple[dict, dict]:
+    """The fingerprint holds the preset's content, so an edited preset file redoes the shards."""
+    preset = augment.load_preset(p["augment"])
     fp_params = {k: p[k] for k in DEFAULTS if k != "augment"}
-    fp_params["augment"] = preset  # the content, so an edited preset file redoes the shards
-    return Stage(NAME, VERSION, fp_params, UPSTREAM)
+    fp_params["augment"] = preset
+    return fp_params, {"preset": preset}
 
 
 # --- reading the upstream tables -----------------------------------------------------------------
 def _faces_files(work: Work) -> list[Path]:
-    """The faces stage's Parquet parts: those its index lists (faces/_index.json, in its order),
-    else its recorded Parquet outputs under faces/, else every part there."""
+    """The faces stage's Parquet parts, as its index lists them (faces/_index.json, in its order)."""
     index = work.path("faces", "_index.json")
-    if index.exists():
-        try:
-            files = [work.path("faces", e["part"]) for e in json.loads(index.read_text())["parts"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{index} is corrupt ({exc}): rerun `mesodata build`") from exc
-        missing = [f for f in files if not f.exists()]
-        if missing:
-            raise UserError(f"face part {missing[0]} is missing: rerun `mesodata build` to redo it")
-        return files
-    st = work.state("faces") or {}
-    files = sorted(work.path(o) for o in st.get("outputs", {})
-                   if o.endswith(".parquet") and Path(o).parts[0] == "faces")
-    if not files:
-        files = sorted(p for p in work.path("faces").rglob("*.parquet")
-                       if not p.name.startswith((".", "_")))
+    if not index.exists():
+        raise UserError(f"no face crops in {work.root} (no {index}): run `mesodata build` first")
+    try:
+        files = [work.path("faces", e["part"]) for e in json.loads(index.read_text())["parts"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{index} is corrupt ({exc}): rerun `mesodata build`") from exc
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise UserError(f"face part {missing[0]} is missing: rerun `mesodata build` to redo it")
     if not files:
         raise UserError(f"no face crops under {work.path('faces')}: run `mesodata build` first")
     return files
@@ -235,8 +230,12 @@ def _spread(videos: list[tuple[str, list[int]]], n_rows_per_orig: int, n_shards:
 def plan(work: Work, params: dict) -> tuple[Stage, list[Unit], dict]:
     """Decide every shard's rows, in order, before anything is written: (stage, units, selection info)."""
     p = _check_params(params)
-    preset = augment.load_preset(p["augment"])
-    stage = _stage(p, preset)
+    fp_params, context = _identify(work, p)
+    units, info = _plan_units(work, p, context["preset"])
+    return Stage(NAME, VERSION, fp_params, UPSTREAM), units, info
+
+
+def _plan_units(work: Work, p: dict, preset: dict) -> tuple[list[Unit], dict]:
     rows, info = _selection(work)
     specs = {s["name"]: s for s in preset["train"] + preset["perturb"]}
     layout = {"train": [None] + [s["name"] for s in preset["train"]], "val": [None], "test": [None]}
@@ -269,7 +268,7 @@ def plan(work: Work, params: dict) -> tuple[Stage, list[Unit], dict]:
                 "row_group_rows": p["row_group_rows"], "png_compression": p["png_compression"]}))
     info["preset"] = preset
     info["params"] = p
-    return stage, units, info
+    return units, info
 
 
 # --- one unit: one shard ---------------------------------------------------------------------------
@@ -387,48 +386,46 @@ def _shard_summary(rel: str, split: str, table: pa.Table, size: int) -> pa.Table
 
 
 # --- the stage -------------------------------------------------------------------------------------
+def _plan(run: StageRun) -> list[Unit]:
+    units, run.context["info"] = _plan_units(run.work, run.params, run.context["preset"])
+    if _old_layout(run.work):
+        log.warning("shards: %s holds shards in the layout of shards version 1 (<split>/part-*.parquet) "
+                    "made with other inputs or parameters: replacing them with new shards under data/",
+                    run.work.path(OUT_DIR))
+    return units
+
+
+def _before_map(run: StageRun) -> None:
+    """Temp files of a killed run go; a part whose shard has gone would be skipped: drop it."""
+    work = run.work
+    for tmp in work.path(DATA_DIR).glob("*/.part-*.tmp"):  # left by a killed run (one build per work dir)
+        tmp.unlink(missing_ok=True)
+    for key in run.parts.keys:  # a unit's key is its shard's path in the work dir
+        if not work.path(key).exists():
+            run.parts.drop(key)
+
+
+def _combine(run: StageRun) -> Output:
+    """dataset_info.json (the stage's report too) and the data card, from the shards' summaries."""
+    work, keys = run.work, run.parts.keys
+    missing = [k for k in keys if not work.path(k).exists()]
+    if missing:
+        raise RuntimeError(f"shards: {len(missing)} shard(s) missing after the run, e.g. {missing[0]}")
+    dataset_info = _dataset_info(work, run.stage, run.fingerprint, run.context["info"], run.parts.table())
+    atomic.write_json(work.path(INFO), dataset_info)
+    atomic.write_bytes(work.path(CARD), _card(dataset_info).encode())
+    counts = {"rows": dataset_info["rows"], "shards": len(keys), **run.parts.summary,
+              **{f"rows_{s}": v["rows"] for s, v in dataset_info["splits"].items()}}
+    return Output(report=dataset_info, counts=counts, files=[*keys, INFO, CARD])
+
+
 def run(work: Work, params: dict, *, workers: int = 1, executor=None) -> dict:
     """Write `WORK/shards/` from the faces, dedupe and split tables; return the stage state.
 
     params: shard_size (bytes), augment ("paper", "none" or a preset file), perturb_test (bool),
     seed (int); optional row_group_rows, min_shards, png_compression (see DEFAULTS).
     """
-    stage = _stage((p := _check_params(params)), augment.load_preset(p["augment"]))
-    if work.is_fresh(stage):
-        st = work.state(NAME)
-        log.info("shards: up to date (%d rows in %d files), nothing to do",
-                 st["counts"]["rows"], st["counts"]["shards"])
-        return st
-    migrated = _migrate_v1(work, stage)
-    if migrated is not None:
-        return migrated
-    fp = work.fingerprint(stage)
-    stage, units, info = plan(work, params)
-    if _old_layout(work):
-        log.warning("shards: %s holds shards in the layout of shards version 1 (<split>/part-*.parquet) "
-                    "made with other inputs or parameters: replacing them with new shards under data/",
-                    work.path(OUT_DIR))
-    work.parts_dir(stage, fp, where=OUT_DIR)  # emptied when it holds another fingerprint's shards
-    parts = work.parts_dir(stage, fp)
-    for tmp in work.path(DATA_DIR).glob("*/.part-*.tmp"):  # left by a killed run (one build per work dir)
-        tmp.unlink(missing_ok=True)
-    for u in units:  # a part whose shard has gone would be skipped: drop it so the shard is redone
-        if not u.payload["out"].exists():
-            (parts / part_name(u.key)).unlink(missing_ok=True)
-    results = map_units(_write_shard, units, parts, artifact=None, workers=workers,
-                        desc="shards", executor=executor)
-    missing = [u.key for u in units if not u.payload["out"].exists()]
-    if missing:
-        raise RuntimeError(f"shards: {len(missing)} shard(s) missing after the run, e.g. {missing[0]}")
-    summary = read_parts(parts, [u.key for u in units])
-    dataset_info = _dataset_info(work, stage, fp, info, summary)
-    atomic.write_json(work.path(INFO), dataset_info)
-    atomic.write_json(work.path(REPORT), dataset_info)
-    atomic.write_bytes(work.path(CARD), _card(dataset_info).encode())
-    _print_report(dataset_info)
-    counts = {"rows": dataset_info["rows"], "shards": len(units), **summarize(results),
-              **{f"rows_{s}": v["rows"] for s, v in dataset_info["splits"].items()}}
-    return work.record(stage, [u.key for u in units] + [INFO, CARD, REPORT], counts)
+    return run_stage(work, STAGE, params, workers=workers, executor=executor)
 
 
 # --- migrating a version-1 work dir ----------------------------------------------------------------
@@ -439,10 +436,11 @@ def _old_layout(work: Work) -> list:
     return [f for folder in _V1_FOLDERS for f in sorted(work.path(OUT_DIR, folder).glob("part-*.parquet"))]
 
 
-def _migrate_v1(work: Work, stage: Stage) -> dict | None:
+def _migrate_v1(run: StageRun) -> Output | None:
     """A finished version-1 run with the same parameters and upstream: move its shards to
-    data/<split>/ with the ClassLabel metadata (no crop decoded again), write the new card, record
-    the stage. None when there is nothing of the kind to migrate."""
+    data/<split>/ with the ClassLabel metadata (no crop decoded again) and write the new card.
+    None when there is nothing of the kind to migrate."""
+    work, stage = run.work, run.stage
     st = work.state(NAME)
     if not st or st.get("version") != "1" or st.get("params") != stage.params:
         return None
@@ -459,7 +457,7 @@ def _migrate_v1(work: Work, stage: Stage) -> dict | None:
     log.warning("shards: migrating %s in place from the layout of shards version 1 (<split>/part-*.parquet, "
                 "label a plain int8) to a Hugging Face dataset repository (data/<split>/part-*.parquet, "
                 "label a ClassLabel); %d files, no crop is decoded again", work.path(OUT_DIR), len(files))
-    fp = work.fingerprint(stage)
+    fp = run.fingerprint
     p = {**old_info["params"], **{k: v for k, v in st["params"].items() if k != "augment"}}
     summaries, units = [], []
     for rel in files:
@@ -477,12 +475,11 @@ def _migrate_v1(work: Work, stage: Stage) -> dict | None:
             "preset": old_info["augmentations"], "params": p}
     dataset_info = _dataset_info(work, stage, fp, info, pa.concat_tables(summaries))
     atomic.write_json(work.path(INFO), dataset_info)
-    atomic.write_json(work.path(REPORT), dataset_info)
     atomic.write_bytes(work.path(CARD), _card(dataset_info).encode())
     counts = {"rows": dataset_info["rows"], "shards": len(units), "units": len(units), "computed": 0,
               "resumed": 0, "migrated": len(units),
               **{f"rows_{s}": v["rows"] for s, v in dataset_info["splits"].items()}}
-    return work.record(stage, units + [INFO, CARD, REPORT], counts)
+    return Output(report=dataset_info, counts=counts, files=[*units, INFO, CARD])
 
 
 # the upstream parameters the data card states (no paths: a card may be published)
@@ -773,7 +770,7 @@ def _card_counts(counts: list[dict]) -> list[dict]:
     return list(out.values())
 
 
-def _print_report(info: dict) -> None:
+def print_report(info: dict) -> None:
     from ..report import print_table
 
     print_table("Shards: rows per split", [
@@ -795,3 +792,10 @@ def read(work: Work, split: str, columns: list[str] | None = None) -> pa.Table:
     if not files:
         raise UserError(f"no {split!r} shards under {work.path(DATA_DIR)}: run `mesodata split` first")
     return pa.concat_tables([storage.read_table(f, columns=columns) for f in files])
+
+
+STAGE = StageDef(
+    NAME, VERSION, upstream=UPSTREAM, check=_check_params, identify=_identify, adopt=_migrate_v1, plan=_plan,
+    unit=_write_shard, owns=OUT_DIR, before_map=_before_map, combine=_combine, print_report=print_report,
+    up_to_date=lambda st, p: f"up to date ({st['counts']['rows']} rows in {st['counts']['shards']} files), "
+                             "nothing to do")
