@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .errors import UserError
-from .runner import Lock, Work
+from .runner import Lock, Work, run_stage
 
 
 def _workers_default() -> int:
@@ -59,6 +59,7 @@ def export_dataset(work, fmt, out, path_prefix, workers):
     w = Work(work)
     if not w.root.is_dir():
         raise UserError(f"work dir {w.root} does not exist: run `mesodata build` and `mesodata split` first")
-    export._check(fmt, out, params)  # option errors before taking the lock
+    stage = export.STAGES[fmt]
+    stage.check({"out": out, **params})  # option errors before taking the lock
     with Lock(w):
-        export.run(w, fmt, out, params, workers=workers)
+        run_stage(w, stage, {"out": out, **params}, workers=workers)

@@ -42,12 +42,12 @@ import pyarrow.parquet as pq
 
 from .. import atomic, storage
 from ..errors import UserError
-from ..runner import Stage, Unit, Work, map_units, read_parts, summarize
+from ..runner import Output, Stage, StageDef, StageRun, Unit, Work, run_stage
 from . import shards as shards_stage
 
 log = logging.getLogger("mesodata")
 
-__all__ = ["run", "FORMATS", "DEFAULTS", "MARKER", "deepfakebench_names"]
+__all__ = ["STAGES", "run", "FORMATS", "DEFAULTS", "MARKER", "deepfakebench_names"]
 
 VERSION = "1"
 FORMATS = ("deepfakebench", "imagefolder")
@@ -305,26 +305,49 @@ def _export_shard(payload: dict) -> pa.Table:
 
 
 # --- the stage -------------------------------------------------------------------------------------
-def stage_for(fmt: str, out: Path, p: dict) -> Stage:
-    return Stage(f"export-{fmt}", VERSION, {"format": fmt, "out": str(out), **p}, upstream=("split",))
+def _options(params: dict) -> dict:
+    """The format's options: the checked parameters less the output folder."""
+    return {k: v for k, v in params.items() if k != "out"}
 
 
-def run(work: Work, fmt: str, out, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
-    """Export the benchmark's originals of train/val/test to `out` in format `fmt`; return the stage state."""
-    out, p = _check(fmt, out, params or {})
-    marker = _check_out(work, out, fmt)
-    _check_shards_current(work)
-    shards_fp = work.state("shards")["fingerprint"]
-    stage = stage_for(fmt, out, p)
-    report_rel = f"reports/{stage.name}.json"
-    fp = work.fingerprint(stage)
-    if work.is_fresh(stage) and marker and marker.get("fingerprint") == fp and marker.get("complete"):
-        missing = [f for f in _listed_files(out, fmt) if not (out / f).exists()]
-        if not missing:
-            st = work.state(stage.name)
-            log.info("export %s: up to date in %s (%d images), nothing to do", fmt, out, st["counts"]["images"])
-            return st
-        log.warning("export %s: %d file(s) of %s are gone (e.g. %s): exporting again", fmt, len(missing), out, missing[0])
+def _checker(fmt: str):
+    def check(raw: dict) -> dict:
+        raw = dict(raw)
+        out, p = _check(fmt, raw.pop("out", None), raw)
+        return {"out": out, **p}
+
+    return check
+
+
+def _identify_for(fmt: str):
+    def identify(work: Work, params: dict) -> tuple[dict, dict]:
+        """The format, its options and the output folder; the shards must be those of the split on record."""
+        out = params["out"]
+        marker = _check_out(work, out, fmt)
+        _check_shards_current(work)
+        context = {"format": fmt, "out": out, "marker": marker, "shards": work.state("shards")["fingerprint"]}
+        return {"format": fmt, "out": str(out), **_options(params)}, context
+
+    return identify
+
+
+def _fresh(run: StageRun) -> bool:
+    """Up to date only while the output folder holds this export, complete, with every file it listed."""
+    fmt, out, marker = run.context["format"], run.context["out"], run.context["marker"]
+    if not (marker and marker.get("fingerprint") == run.fingerprint and marker.get("complete")):
+        return False
+    missing = [f for f in _listed_files(out, fmt) if not (out / f).exists()]
+    if missing:
+        log.warning("export %s: %d file(s) of %s are gone (e.g. %s): exporting again", fmt, len(missing), out,
+                    missing[0])
+        return False
+    return True
+
+
+def _plan(run: StageRun) -> list[Unit]:
+    """Claim the output folder (replacing an export of other inputs), then one unit per shard file."""
+    work, fp, ctx = run.work, run.fingerprint, run.context
+    fmt, out, marker, p = ctx["format"], ctx["out"], ctx["marker"], _options(run.params)
     if marker is None or marker.get("fingerprint") != fp:
         if marker is not None:
             log.info("export %s: %s holds an export of other inputs or options: replacing it", fmt, out)
@@ -333,8 +356,8 @@ def run(work: Work, fmt: str, out, params: dict | None = None, *, workers: int =
                     storage.remove_tree(child)
                 else:
                     child.unlink()
-        if work.path(".parts", stage.name).exists():  # parts of an export that is no longer on disk
-            storage.remove_tree(work.path(".parts", stage.name))
+        if work.path(".parts", run.stage.name).exists():  # parts of an export that is no longer on disk
+            storage.remove_tree(work.path(".parts", run.stage.name))
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / MARKER, {"format": fmt, "fingerprint": fp, "complete": False, "work": str(work.root),
                                      "path_prefix": p.get("path_prefix")})
@@ -342,37 +365,51 @@ def run(work: Work, fmt: str, out, params: dict | None = None, *, workers: int =
     plan, skipped = (_plan_deepfakebench(work, rows, p) if fmt == "deepfakebench" else _plan_imagefolder(rows))
     for what, n in skipped.items():
         log.warning("export %s: %d video(s) of %s left out: DeepfakeBench has no dataset for them", fmt, n, what)
+    ctx["plan"], ctx["skipped"] = plan, skipped
     by_file: dict[str, set] = defaultdict(set)
     for f, vid in zip(rows["_file"].to_pylist(), rows["video_id"].to_pylist()):
         by_file[f].add(vid)
-    units = [Unit(f"{stage.name}:{storage.relative(f, work.root)}", {
+    return [Unit(f"{run.stage.name}:{storage.relative(f, work.root)}", {
         "shard": f, "out": str(out), "format": fmt, "plan": {v: plan[v] for v in sorted(vids) if v in plan}})
         for f, vids in sorted(by_file.items())]
-    parts = work.parts_dir(stage, f"{fp}:{shards_fp}")  # units are shard files: other shards, other units
+
+
+def _before_map(run: StageRun) -> None:
+    """Temp files of a killed run go; a unit whose files have gone would be skipped: drop its part."""
+    out = run.context["out"]
     for tmp in out.rglob(".*.tmp"):  # left by a killed run (one export per work dir at a time)
         tmp.unlink(missing_ok=True)
-    for part in parts.glob("*.parquet"):  # a unit whose files have gone would be skipped: redo it
+    for part in run.parts.dir.glob("*.parquet"):
         try:
             gone = any(not (out / f).exists() for f in pq.read_table(part, columns=["file"])["file"].to_pylist())
         except (pa.ArrowException, OSError):
             gone = True
         if gone:
             part.unlink()
-    results = map_units(_export_shard, units, parts, artifact=None, workers=workers,
-                        desc=f"export {fmt}", executor=executor)
-    table = read_parts(parts, [u.key for u in units])
+
+
+def _combine(run: StageRun) -> Output:
+    """The index files (JSON or CSV, README), the report, and the folder's marker saying it is complete."""
+    work, ctx = run.work, run.context
+    fmt, out, plan, skipped, p = ctx["format"], ctx["out"], ctx["plan"], ctx["skipped"], _options(run.params)
+    table = run.parts.table()
     order = pa.array([MODES.index(s) for s in table["split"].to_pylist()], pa.int8())
     table = table.append_column("_mode", order).sort_by(
         [("_mode", "ascending"), ("video_id", "ascending"), ("frame_index", "ascending")]).drop_columns(["_mode"])
     files = _write_index(out, fmt, p, table, plan)
-    report = _report(work, stage, fp, out, p, table, plan, skipped, files)
-    atomic.write_json(work.path(report_rel), report)
-    atomic.write_json(out / MARKER, {"format": fmt, "fingerprint": fp, "complete": True, "work": str(work.root),
-                                     "path_prefix": p.get("path_prefix"), "index": files, "images": table.num_rows})
-    _print_report(report)
+    report = _report(work, run.stage, run.fingerprint, out, p, table, plan, skipped, files)
+    atomic.write_json(out / MARKER, {"format": fmt, "fingerprint": run.fingerprint, "complete": True,
+                                     "work": str(work.root), "path_prefix": p.get("path_prefix"), "index": files,
+                                     "images": table.num_rows})
     counts = {"images": table.num_rows, "videos": len(set(table["video_id"].to_pylist())),
-              **summarize(results), "skipped_videos": sum(skipped.values())}
-    return work.record(stage, [report_rel], counts)
+              **run.parts.summary, "skipped_videos": sum(skipped.values())}
+    return Output(report=report, counts=counts)
+
+
+def run(work: Work, fmt: str, out, params: dict | None = None, *, workers: int = 1, executor=None) -> dict:
+    """Export the benchmark's originals of train/val/test to `out` in format `fmt`; return the stage state."""
+    out, p = _check(fmt, out, params or {})
+    return run_stage(work, STAGES[fmt], {"out": out, **p}, workers=workers, executor=executor)
 
 
 def _listed_files(out: Path, fmt: str) -> list[str]:
@@ -542,10 +579,19 @@ def _report(work: Work, stage: Stage, fp: str, out: Path, p: dict, table: pa.Tab
     }
 
 
-def _print_report(report: dict) -> None:
+def print_report(report: dict) -> None:
     from ..report import print_table
 
     print_table(f"Export {report['format']} -> {report['out']}", report["counts"],
                 ["split", "source", "label", "images"])
     print(f"{report['images']} images of {report['videos']} videos, {report['bytes'] / 1e6:.1f} MB; "
           f"index: {', '.join(report['index'])}")
+
+
+STAGES = {fmt: StageDef(
+    f"export-{fmt}", VERSION, upstream=("split",), title=f"export {fmt}", check=_checker(fmt),
+    identify=_identify_for(fmt), fresh=_fresh, plan=_plan, unit=_export_shard,
+    parts_key=lambda run: f"{run.fingerprint}:{run.context['shards']}", before_map=_before_map,
+    combine=_combine, print_report=print_report,
+    up_to_date=lambda st, p: f"up to date in {p['out']} ({st['counts']['images']} images), nothing to do")
+    for fmt in FORMATS}
