@@ -356,8 +356,6 @@ def _plan(run: StageRun) -> list[Unit]:
                     storage.remove_tree(child)
                 else:
                     child.unlink()
-        if work.path(".parts", run.stage.name).exists():  # parts of an export that is no longer on disk
-            storage.remove_tree(work.path(".parts", run.stage.name))
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / MARKER, {"format": fmt, "fingerprint": fp, "complete": False, "work": str(work.root),
                                      "path_prefix": p.get("path_prefix")})
@@ -375,7 +373,8 @@ def _plan(run: StageRun) -> list[Unit]:
 
 
 def _before_map(run: StageRun) -> None:
-    """Temp files of a killed run go; a unit whose files have gone would be skipped: drop its part."""
+    """Temp files of a killed run go; a unit whose files have gone (an export replaced or deleted)
+    would be skipped: drop its part."""
     out = run.context["out"]
     for tmp in out.rglob(".*.tmp"):  # left by a killed run (one export per work dir at a time)
         tmp.unlink(missing_ok=True)

@@ -326,7 +326,7 @@ def _forget_timeouts(run: StageRun) -> None:
         return
     for e in index:
         if "timeout" in e and e["timeout"] < run.params["decode_timeout"]:
-            (run.parts.dir / e["part"]).unlink(missing_ok=True)
+            run.parts.drop(e["key"])
 
 
 def _main_reason(errors: list[str]) -> str | None:
