@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from . import atomic, schema, storage
@@ -571,6 +572,81 @@ def summarize(results: list[dict]) -> dict:
 
 
 # --- the stage contract ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """A declared parameter: its default and the constraint its value must meet (`check_params`).
+
+    `kind` int, float, bool or str (None: any value, checked by the stage); `low`/`high` bound a
+    number (`open_low`: the bound itself is out); `choices` lists the allowed values. None stands
+    for the default; a None default means the parameter may be absent."""
+
+    default: Any
+    kind: type | None = None
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    choices: tuple | None = None
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        name = {int: "an int", float: "a float", bool: "a bool", str: "a str"}[self.kind]
+        if self.low is None and self.high is None:
+            return name
+        lo = "-inf" if self.low is None else self.low
+        hi = "inf)" if self.high is None else f"{self.high}]"
+        return f"{name} in the range {'(' if self.open_low else '['}{lo}, {hi}"
+
+    def value(self, v: Any) -> Any:
+        """`v` as the declared kind (an int for a float is a float), or ValueError."""
+        if self.choices is not None:
+            if v not in self.choices:
+                raise ValueError
+            return v
+        if self.kind is None:
+            return v
+        if self.kind is bool or self.kind is str:
+            if not isinstance(v, self.kind):
+                raise ValueError
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ValueError
+        if self.kind is int:
+            if not isinstance(v, (int, np.integer)):
+                raise ValueError
+            v = int(v)
+        else:
+            v = float(v)
+            if not np.isfinite(v):
+                raise ValueError
+        if self.low is not None and (v < self.low or (self.open_low and v == self.low)):
+            raise ValueError
+        if self.high is not None and v > self.high:
+            raise ValueError
+        return v
+
+
+def check_params(stage: str, declared: dict[str, Param], raw: dict) -> dict:
+    """Every declared parameter (defaults filled in, values of their kind), checked in one place;
+    UserError in scikit-learn's words naming the first bad one, or the unknown ones."""
+    unknown = sorted(set(raw) - set(declared))
+    if unknown:
+        raise UserError(f"unknown {stage} parameter(s) {unknown}; known: {', '.join(declared)}")
+    out = {}
+    for name, d in declared.items():
+        v = raw.get(name)
+        if v is None:
+            v = d.default
+        if v is not None:
+            try:
+                v = d.value(v)
+            except ValueError:
+                raise UserError(f"The {name!r} parameter of {stage} must be {d.describe()}. "
+                                f"Got {v!r} instead.") from None
+        out[name] = v
+    return out
+
+
 @dataclass(frozen=True)
 class Parts:
     """A stage's unit parts in this run, as its hooks see them: the folder, the planned unit keys

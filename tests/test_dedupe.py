@@ -185,7 +185,7 @@ def test_dedupe_errors(tmp_path):
                             "crops": [skdata.astronaut()[:256, :256]]}])
     with pytest.raises(UserError, match="'radius' parameter of dedupe must be an int"):
         dedupe.run(work, {"radius": -1})
-    with pytest.raises(UserError, match="unknown parameter"):
+    with pytest.raises(UserError, match="unknown dedupe parameter"):
         dedupe.run(work, {"radus": 3})
 
 
@@ -257,7 +257,7 @@ def test_within_video_keep_on_the_sample(dedupe_work, tmp_path):
     gd, gk = rd["groups_after_joining"], rk["groups_after_joining"]
     assert (gd["groups"], gd["groups_by_manifest_groups"]) == (gk["groups"], gk["groups_by_manifest_groups"])
     assert gk["frames_per_group"]["max"] >= gd["frames_per_group"]["max"]
-    with pytest.raises(UserError, match="--within-video must be one of keep, drop"):
+    with pytest.raises(UserError, match="The 'within_video' parameter of dedupe must be one of 'keep', 'drop'"):
         dedupe.run(dst, {"within_video": "some"})
 
 

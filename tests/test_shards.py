@@ -403,7 +403,7 @@ def test_preset_file_and_bad_parameters(tmp_path):
 
     for bad, msg in [({"shard_size": 0}, "'shard_size' parameter"), ({"shard_size": "1GB"}, "'shard_size'"),
                      ({"perturb_test": "yes"}, "'perturb_test'"), ({"augment": "fancy"}, "neither"),
-                     ({"colour": 1}, "unknown parameter")]:
+                     ({"colour": 1}, "unknown shards parameter")]:
         with pytest.raises(UserError, match=msg):
             shards.run(work, {**PARAMS, **bad}, workers=1)
 

@@ -222,7 +222,7 @@ def test_clear_errors(tmp_path):
         with pytest.raises(UserError, match=msg):
             split.parse_ratios(bad)
     assert split.parse_ratios("60, 20, 20") == (60.0, 20.0, 20.0)
-    with pytest.raises(UserError, match="--protocol"):
+    with pytest.raises(UserError, match="The 'protocol' parameter of split must be one of 'default', 'official'"):
         split.run(work, {"protocol": "paper"})
     assert parse_size("256MB") == 256 * 1024 ** 2 and parse_size("1048576") == 1048576
     with pytest.raises(UserError, match="--shard-size"):
@@ -351,7 +351,7 @@ def test_join_duplicates_near_is_the_default_and_keeps_the_fingerprint(split_wor
     work.path(split.OUTPUT).unlink()
     split.run(work, {"seed": 0, "join_duplicates": "near"})
     assert work.path(split.OUTPUT).read_bytes() == before
-    with pytest.raises(UserError, match="--join-duplicates must be one of near, exact, none"):
+    with pytest.raises(UserError, match="The 'join_duplicates' parameter of split must be one of 'near', 'exact', 'none'"):
         split.run(work, {"join_duplicates": "fuzzy"})
 
 

@@ -46,7 +46,7 @@ import pyarrow as pa
 
 from .. import atomic, phash, storage
 from ..errors import UserError
-from ..runner import Output, StageDef, StageRun, Unit, Work, run_stage
+from ..runner import Output, Param, StageDef, StageRun, Unit, Work, check_params, run_stage
 
 log = logging.getLogger("mesodata")
 
@@ -57,8 +57,10 @@ REPORT = "reports/dedupe.json"
 FIGURE = "reports/dedupe-clusters.png"
 FACES_DIR = "faces"
 CHUNK = 16  # faces part files per unit
-DEFAULTS = {"radius": phash.DEFAULT_RADIUS, "min_shared": 2, "within_video": "keep"}
 WITHIN_VIDEO = ("keep", "drop")
+PARAMS = {"radius": Param(phash.DEFAULT_RADIUS, int, 0, 64), "min_shared": Param(2, int, 1),
+          "within_video": Param("keep", choices=WITHIN_VIDEO)}
+DEFAULTS = {k: v.default for k, v in PARAMS.items()}
 JOIN_MODES = ("near", "exact", "none")  # how duplicates join groups (the split's --join-duplicates)
 FLAG_SHARE = 0.30  # a joined group holding more than this share of a source's kept frames is flagged
 _FACE_COLUMNS = ["video_id", "frame_index", "source", "label", "method", "group", "status", "image"]
@@ -68,20 +70,7 @@ __all__ = ["STAGE", "run", "read", "cluster", "hash_images", "face_files", "join
 
 
 def _check_params(params: dict) -> dict:
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"dedupe: unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-    r = p["radius"]
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r <= 64:
-        raise UserError(f"The 'radius' parameter of dedupe must be an int in the range [0, 64]. Got {r!r} instead.")
-    m = p["min_shared"]
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-        raise UserError(f"The 'min_shared' parameter of dedupe must be an int >= 1. Got {m!r} instead.")
-    w = p["within_video"]
-    if w not in WITHIN_VIDEO:
-        raise UserError(f"--within-video must be one of {', '.join(WITHIN_VIDEO)}; got {w!r}")
-    return {"radius": int(r), "min_shared": int(m), "within_video": w}
+    return check_params(NAME, PARAMS, params)
 
 
 def _stage_params(params: dict) -> dict:

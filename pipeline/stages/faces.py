@@ -29,7 +29,7 @@ from .. import atomic, schema, storage
 from ..detect import DetectParams, FaceCropper, resolve_cascade
 from ..errors import UserError
 from ..frames import Deadline, DecodeTimeout, FrameSampler, count_frames, plan_indices
-from ..runner import Output, StageDef, StageRun, Unit, Work, part_name, run_stage
+from ..runner import Output, Param, StageDef, StageRun, Unit, Work, check_params, part_name, run_stage
 
 __all__ = ["STAGE", "run", "read", "iter_parts", "extract_faces", "normalize_params", "DEFAULTS", "STATUSES"]
 
@@ -45,73 +45,34 @@ STATUSES = ("face", "no_face", "rejected", "truncated", "decode_error")
 MANIFEST_COLUMNS = ("source", "label", "method", "group")
 QUEUE = 3  # decoded frames waiting for the face thread (bounds memory: a few frames, never the video)
 
-DEFAULTS: dict[str, Any] = {
-    "frames": 32, "every_seconds": None, "stride": None, "margin": 1.3, "verify": "dlib",
-    "cascade": "haarcascade_frontalface_default.xml", "image_format": "png", "quality": 95,
-    "decode_timeout": 300.0, "min_yield": 0.5,
+PARAMS: dict[str, Param] = {
+    "frames": Param(32, int, 1), "every_seconds": Param(None, float, 0.0, open_low=True),
+    "stride": Param(None, int, 1), "margin": Param(1.3, float, 1.0), "verify": Param("dlib", choices=("dlib", "none")),
+    "cascade": Param("haarcascade_frontalface_default.xml"), "image_format": Param("png", choices=("png", "jpeg")),
+    "quality": Param(95, int, 1, 100), "decode_timeout": Param(300.0, float, 0.0, open_low=True),
+    "min_yield": Param(0.5, float, 0.0),
     # Viola-Jones settings (recorded in the stage state and report; not on the command line)
-    "scale_factor": 1.1, "min_neighbors": 5, "min_size": 24, "detect_width": 320,
-    "verify_threshold": -0.5,  # added to dlib's HOG threshold when checking a crop (see detect.Verifier)
-    "contact_sheet": 8,  # crops per label row on each source's contact sheet
-    "seed": 0,
+    "scale_factor": Param(1.1, float, 1.0, open_low=True), "min_neighbors": Param(5, int, 0),
+    "min_size": Param(24, int, 1), "detect_width": Param(320, int, 32),
+    "verify_threshold": Param(-0.5, float),  # added to dlib's HOG threshold when checking a crop (see detect.Verifier)
+    "contact_sheet": Param(8, int, 0),  # crops per label row on each source's contact sheet
+    "seed": Param(0, int, 0),
 }
+DEFAULTS: dict[str, Any] = {k: v.default for k, v in PARAMS.items()}
 # What does not change a video's rows: changing these redoes the report, not the parts.
 _REPORT_ONLY = ("min_yield", "contact_sheet", "seed", "decode_timeout")
-
-
-def _bad(name: str, want: str, got) -> UserError:
-    return UserError(f"The {name!r} parameter of faces must be {want}. Got {got!r} instead.")
 
 
 def normalize_params(params: dict | None) -> dict:
     """The full parameter set (defaults filled in), checked; raises UserError naming the bad one."""
     params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown faces parameter(s) {unknown}; known: {', '.join(DEFAULTS)}")
-    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None or k in ("every_seconds", "stride")}}
-
-    def number(name, kind, lo, lo_open=False):
-        v = p[name]
-        try:
-            v = kind(v)
-        except (TypeError, ValueError):
-            raise _bad(name, f"a {kind.__name__} in the range {'(' if lo_open else '['}{lo}, inf)", p[name])
-        if v < lo or (lo_open and v == lo) or (kind is float and not np.isfinite(v)):
-            raise _bad(name, f"a {kind.__name__} in the range {'(' if lo_open else '['}{lo}, inf)", p[name])
-        p[name] = v
-
-    number("frames", int, 1)
-    number("margin", float, 1.0)
-    number("decode_timeout", float, 0.0, lo_open=True)
-    number("min_yield", float, 0.0)
-    number("scale_factor", float, 1.0, lo_open=True)
-    number("min_neighbors", int, 0)
-    number("min_size", int, 1)
-    number("detect_width", int, 32)
-    number("contact_sheet", int, 0)
-    try:
-        p["verify_threshold"] = float(p["verify_threshold"])
-    except (TypeError, ValueError):
-        raise _bad("verify_threshold", "a float", p["verify_threshold"]) from None
-    number("seed", int, 0)
-    if p["stride"] is not None:
-        number("stride", int, 1)
-    if p["every_seconds"] is not None:
-        number("every_seconds", float, 0.0, lo_open=True)
+    if params.get("verify") in (False, ""):  # aliases of "none" and "jpeg"
+        params["verify"] = "none"
+    if params.get("image_format") == "jpg":
+        params["image_format"] = "jpeg"
+    p = check_params(NAME, PARAMS, params)
     if p["stride"] is not None and p["every_seconds"] is not None:
         raise UserError("give at most one of --stride and --every-seconds")
-    if p["verify"] in (None, False, "", "none"):
-        p["verify"] = "none"
-    if p["verify"] not in ("dlib", "none"):
-        raise _bad("verify", "'dlib' or 'none'", p["verify"])
-    if p["image_format"] == "jpg":
-        p["image_format"] = "jpeg"
-    if p["image_format"] not in ("png", "jpeg"):
-        raise _bad("image_format", "'png' or 'jpeg'", p["image_format"])
-    number("quality", int, 1)
-    if p["quality"] > 100:
-        raise _bad("quality", "an int in the range [1, 100]", p["quality"])
     try:
         resolve_cascade(str(p["cascade"]))
     except FileNotFoundError as exc:

@@ -13,7 +13,8 @@ import pyarrow as pa
 from .. import schema, storage
 from ..errors import UserError
 from ..probe import probe
-from ..runner import Output, StageDef, StageRun, Unit, Work, run_stage
+from ..runner import Output, Param, StageDef, StageRun, Unit, Work, run_stage
+from ..runner import check_params as _check_declared
 from ..sources import ADAPTERS, config
 
 log = logging.getLogger("mesodata")
@@ -81,15 +82,13 @@ def _probe_rows(payload: tuple) -> pa.Table:
     return pa.Table.from_pylist(out, schema=schema.load(NAME))
 
 
-DEFAULTS = {"data_root": None, "sources": None, "overrides": None, "compression": "c23", "ff_splits": None}
+PARAMS = {"data_root": Param(None), "sources": Param(None), "overrides": Param(None), "compression": Param("c23"),
+          "ff_splits": Param(None)}
 
 
 def check_params(params: dict) -> dict:
     """data_root and sources (required), overrides {source: folder}, compression, ff_splits."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"unknown manifest parameter(s) {unknown}; known: {', '.join(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
+    p = _check_declared(NAME, PARAMS, params)
     for name in ("data_root", "sources"):
         if p[name] is None:
             raise UserError(f"The {name!r} parameter of manifest is required.")

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from .. import atomic, augment, schema, storage
 from ..errors import UserError
-from ..runner import Output, Stage, StageDef, StageRun, Unit, Work, run_stage
+from ..runner import Output, Param, Stage, StageDef, StageRun, Unit, Work, check_params, run_stage
 
 log = logging.getLogger("mesodata")
 
@@ -66,15 +66,16 @@ DATA_DIR = f"{OUT_DIR}/data"
 # mesodata's split name -> its folder under data/, the Hugging Face split name (\w+ only)
 FOLDERS = {"train": "train", "val": "validation", "test": "test", PERTURBED: "test_perturbed"}
 LABEL_NAMES = ("real", "fake")  # ClassLabel names: index 0 = real, 1 = fake, as the label column
-DEFAULTS: dict[str, Any] = {
-    "shard_size": 256 * 1024 * 1024,  # target bytes per shard file
-    "augment": "paper",               # "paper", "none" or a YAML/JSON preset file
-    "perturb_test": False,            # also write test-perturbed/
-    "seed": 0,
-    "row_group_rows": 128,            # rows per row group: what a reader holds at once
-    "min_shards": 8,                  # per split, when it has a row group's worth of rows per shard
-    "png_compression": 1,             # zlib level of the augmented copies' PNGs (1: 2x faster than 3, +3% bytes)
+PARAMS: dict[str, Param] = {
+    "shard_size": Param(256 * 1024 * 1024, int, 1),  # target bytes per shard file
+    "augment": Param("paper"),                       # "paper", "none" or a YAML/JSON preset file
+    "perturb_test": Param(False, bool),              # also write test-perturbed/
+    "seed": Param(0, int, 0),
+    "row_group_rows": Param(128, int, 1),            # rows per row group: what a reader holds at once
+    "min_shards": Param(8, int, 1),                  # per split, when it has a row group's worth of rows per shard
+    "png_compression": Param(1, int, 0, 9),          # zlib level of the augmented copies' PNGs (1: 2x faster than 3, +3% bytes)
 }
+DEFAULTS: dict[str, Any] = {k: v.default for k, v in PARAMS.items()}
 _FACE_COLUMNS = ["video_id", "frame_index", "status", "source", "label", "method", "group"]
 _FALLBACK_ROW_BYTES = 120_000  # a 256x256 face PNG, when the faces files say nothing
 
@@ -98,26 +99,7 @@ def _hf_metadata() -> bytes:
 
 # --- parameters -------------------------------------------------------------------------------
 def _check_params(params: dict) -> dict:
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise UserError(f"shards: unknown parameter {sorted(unknown)[0]!r}; known: {', '.join(DEFAULTS)}")
-    p = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-
-    def integer(key: str, lo: int, hi: int | None = None) -> None:
-        v = p[key]
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
-            rng = f"[{lo}, {hi}]" if hi is not None else f"[{lo}, inf)"
-            raise UserError(f"The {key!r} parameter of shards must be an int in the range {rng}. Got {v!r} instead.")
-        p[key] = int(v)
-
-    integer("shard_size", 1)
-    integer("seed", 0)
-    integer("row_group_rows", 1)
-    integer("min_shards", 1)
-    integer("png_compression", 0, 9)
-    if not isinstance(p["perturb_test"], bool):
-        raise UserError(f"The 'perturb_test' parameter of shards must be a bool. Got {p['perturb_test']!r} instead.")
-    return p
+    return check_params(NAME, PARAMS, params)
 
 
 def _identify(work: Work, p: dict) -> tuple[dict, dict]:

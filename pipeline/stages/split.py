@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import UserError
-from ..runner import Output, StageDef, StageRun, Work, run_stage
+from ..runner import Output, Param, StageDef, StageRun, Work, check_params, run_stage
 
 log = logging.getLogger("mesodata")
 
@@ -68,20 +68,15 @@ def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
     return vals
 
 
+PARAMS = {"seed": Param(0, int, 0), "ratios": Param(DEFAULT_RATIOS), "protocol": Param("default", choices=PROTOCOLS),
+          "join_duplicates": Param("near", choices=JOIN_MODES)}
+
+
 def _check(params: dict) -> dict:
-    seed = params.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"The 'seed' parameter of split must be an int >= 0. Got {seed!r} instead.")
-    protocol = params.get("protocol", "default")
-    if protocol not in PROTOCOLS:
-        raise UserError(f"--protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
-    ratios = parse_ratios(params.get("ratios", DEFAULT_RATIOS))
-    join = params.get("join_duplicates", "near")
-    if join not in JOIN_MODES:
-        raise UserError(f"--join-duplicates must be one of {', '.join(JOIN_MODES)}; got {join!r}")
-    p = {"seed": int(seed), "ratios": list(ratios), "protocol": protocol}
-    if join != "near":  # only when not the default, so existing work dirs keep their fingerprint
-        p["join_duplicates"] = join
+    p = check_params(NAME, PARAMS, params)
+    p["ratios"] = list(parse_ratios(p["ratios"]))
+    if p["join_duplicates"] == "near":  # only when not the default, so existing work dirs keep their fingerprint
+        del p["join_duplicates"]
     return p
 
 
