@@ -39,7 +39,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--lr-schedule", default="dynamic", show_default=True, type=click.Choice(["dynamic", "paper"]),
               help="lr 1e-3 /10 down to 1e-6. dynamic: steps spread so the floor is reached at 90 % of the "
                    "run; paper: every 1000 iterations.")
-@click.option("--balance", default="none", show_default=True, type=click.Choice(["none", "weights", "sampler"]),
+@click.option("--balance", default="weights", show_default=True, type=click.Choice(["none", "weights", "sampler"]),
               help="Class balance in training: none, loss weights n/(2 n_c), or a resampled stream.")
 @click.option("--svm-train", default="originals", show_default=True, type=click.Choice(["originals", "all"]),
               help="Train rows the SVM head is fitted on: the originals only, or every augmented copy too.")

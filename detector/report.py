@@ -131,7 +131,7 @@ def _header(metrics: dict) -> list[str]:
     md = ["## What these numbers rest on", "",
           f"- Loss **{cfg.get('loss')}**, lr schedule **{cfg.get('lr_schedule')}** (lr {cfg.get('lr'):g} "
           f"/10 down to {cfg.get('lr_min'):g}), class balance **{cfg.get('balance')}**, "
-          f"{cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, seed(s) {', '.join(map(str, seeds))}.",
+          f"epochs {cfg.get('epochs')}, batch {cfg.get('batch_size')}, seed(s) {', '.join(map(str, seeds))}.",
           f"- SVM head: features **{cfg.get('svm_features')}**, fitted on the train **{cfg.get('svm_train')}**"
           f" rows; C and gamma chosen by val AUC.",
           f"- Train sources: {', '.join(cfg.get('train_sources') or []) or 'all'}; test sources: "

@@ -65,7 +65,7 @@ class TrainConfig:
     lr_step: int = 1000  # iterations per /10 under --lr-schedule paper
     lr_schedule: str = "dynamic"  # dynamic: /10 steps spread so 1e-6 is reached near the end; paper: every lr_step
     loss: str = "bce"  # bce: cross-entropy on the logit; mse: the paper's 1/2 (sigmoid - y)^2
-    balance: str = "none"  # none | weights (loss weighted per class) | sampler (resampled stream)
+    balance: str = "weights"  # none | weights (loss weighted per class) | sampler (resampled stream)
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 0
     device: str = "auto"

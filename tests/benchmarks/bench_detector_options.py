@@ -68,7 +68,8 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--what", default="loss,balance,schedule")
+    ap.add_argument("--what", default="loss,balance,schedule",
+                    help="comma list of loss, mse, balance, sampler, schedule, svm")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -78,8 +79,12 @@ def main() -> None:
     what = args.what.split(",")
     if "loss" in what:
         variants += [("loss", "bce", replace(base, loss="bce")), ("loss", "mse", replace(base, loss="mse"))]
+    if "mse" in what:  # the loss axis without the bce baseline (run separately)
+        variants += [("loss", "mse", replace(base, loss="mse"))]
     if "balance" in what:
         variants += [("balance", b, replace(base, balance=b)) for b in ("weights", "sampler")]
+    if "sampler" in what:
+        variants += [("balance", "sampler", replace(base, balance="sampler"))]
     if "schedule" in what:
         variants += [("schedule", "paper", replace(base, lr_schedule="paper"))]
     svm_rows = ("originals", "all") if "svm" in what else ("originals",)
