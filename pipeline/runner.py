@@ -631,7 +631,7 @@ def check_params(stage: str, declared: dict[str, Param], raw: dict) -> dict:
     UserError in scikit-learn's words naming the first bad one, or the unknown ones."""
     unknown = sorted(set(raw) - set(declared))
     if unknown:
-        raise UserError(f"unknown {stage} parameter(s) {unknown}; known: {', '.join(declared)}")
+        raise UserError(f"unknown {stage} parameter(s) {unknown}; known: {', '.join(declared) or 'none'}")
     out = {}
     for name, d in declared.items():
         v = raw.get(name)

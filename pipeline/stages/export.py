@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from .. import atomic, storage
 from ..errors import UserError
-from ..runner import Output, Stage, StageDef, StageRun, Unit, Work, run_stage
+from ..runner import Output, Param, Stage, StageDef, StageRun, Unit, Work, check_params, run_stage
 from . import shards as shards_stage
 
 log = logging.getLogger("mesodata")
@@ -51,10 +51,11 @@ __all__ = ["STAGES", "run", "FORMATS", "DEFAULTS", "MARKER", "deepfakebench_name
 
 VERSION = "1"
 FORMATS = ("deepfakebench", "imagefolder")
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "deepfakebench": {"path_prefix": "./datasets/mesodata"},
+PARAMS: dict[str, dict[str, Param]] = {  # each format's options
+    "deepfakebench": {"path_prefix": Param("./datasets/mesodata", str)},
     "imagefolder": {},
 }
+DEFAULTS: dict[str, dict[str, Any]] = {fmt: {k: v.default for k, v in d.items()} for fmt, d in PARAMS.items()}
 MARKER = ".mesodata-export.json"
 MODES = ("train", "val", "test")  # mesodata's splits; DeepfakeBench's modes have the same names
 LABEL_NAMES = ("real", "fake")
@@ -106,11 +107,7 @@ def deepfakebench_names(source: str, method: str, label: int, video_id: str) -> 
 def _check(fmt: str, out, params: dict) -> tuple[Path, dict]:
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    unknown = set(params) - set(DEFAULTS[fmt])
-    if unknown:
-        raise UserError(f"--format {fmt} takes no {sorted(unknown)[0]!r} option; it takes "
-                        f"{', '.join(DEFAULTS[fmt]) or 'none'}")
-    p = {**DEFAULTS[fmt], **{k: v for k, v in params.items() if v is not None}}
+    p = check_params(f"export-{fmt}", PARAMS[fmt], params)
     if fmt == "deepfakebench":
         prefix = str(p["path_prefix"]).rstrip("/")
         if not prefix.startswith("."):
