@@ -232,3 +232,28 @@ def test_run_stage_needs_its_upstream(tmp_path):
         run_stage(Work(tmp_path), after, {})
     run_stage(Work(tmp_path), TOY, {"n": 2})
     assert run_stage(Work(tmp_path), after, {})["upstream"] == ["toy"]
+
+
+def test_declared_parameters_are_checked_in_one_place():
+    from mesodata.pipeline.runner import Param, check_params
+
+    declared = {"n": Param(3, int, 1), "rate": Param(0.5, float, 0.0, 1.0), "mode": Param("a", choices=("a", "b")),
+                "step": Param(None, float, 0.0, open_low=True), "flag": Param(False, bool)}
+    assert check_params("toy", declared, {}) == {"n": 3, "rate": 0.5, "mode": "a", "step": None, "flag": False}
+    got = check_params("toy", declared, {"n": 5, "rate": 1, "step": 2, "mode": None})
+    assert got == {"n": 5, "rate": 1.0, "mode": "a", "step": 2.0, "flag": False}  # None is the default
+    assert type(got["rate"]) is float and type(got["step"]) is float  # an int for a float: a float, as fingerprinted
+    for raw, message in [
+        ({"n": 0}, "The 'n' parameter of toy must be an int in the range [1, inf). Got 0 instead."),
+        ({"n": 2.0}, "The 'n' parameter of toy must be an int in the range [1, inf). Got 2.0 instead."),
+        ({"n": True}, "The 'n' parameter of toy must be an int in the range [1, inf). Got True instead."),
+        ({"rate": 1.5}, "The 'rate' parameter of toy must be a float in the range [0.0, 1.0]. Got 1.5 instead."),
+        ({"rate": float("nan")}, "The 'rate' parameter of toy must be a float in the range [0.0, 1.0]. Got nan instead."),
+        ({"step": 0}, "The 'step' parameter of toy must be a float in the range (0.0, inf). Got 0 instead."),
+        ({"mode": "c"}, "The 'mode' parameter of toy must be one of 'a', 'b'. Got 'c' instead."),
+        ({"flag": "yes"}, "The 'flag' parameter of toy must be a bool. Got 'yes' instead."),
+        ({"nn": 1, "m": 2}, "unknown toy parameter(s) ['m', 'nn']; known: n, rate, mode, step, flag"),
+    ]:
+        with pytest.raises(UserError) as err:
+            check_params("toy", declared, raw)
+        assert str(err.value) == message
