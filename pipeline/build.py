@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import click
 
 from . import storage
 from .errors import UserError
+from .options import backend_options, work_option, workers_option
 from .report import print_table
 from .runner import Lock, Work, make_executor, run_stage
 from .sources import ADAPTERS
@@ -39,10 +39,6 @@ def parse_overrides(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None, compression="c23",
               ff_splits=None, faces_params: dict | None = None, dedupe_params: dict | None = None,
               workers: int = 1, executor=None) -> dict:
@@ -63,8 +59,7 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
 @click.option("--data-root", required=True, metavar="PATH|URL",
               help="Folder holding Celeb-DF-v2/, DFDC/, FaceForensics++/ as downloaded; or an fsspec "
                    "URL such as s3://bucket/prefix (see docs/cluster.md).")
-@click.option("--work", required=True, metavar="PATH|URL",
-              help="Work dir for every artifact: a folder or an fsspec URL (s3://bucket/prefix).")
+@work_option()
 @click.option("--source-root", "source_root", multiple=True, metavar="NAME=PATH",
               help="Use PATH as the folder of source NAME (repeatable).")
 @click.option("--compression", default="c23", show_default=True, type=click.Choice(["raw", "c23", "c40"]),
@@ -90,12 +85,8 @@ def run_build(work: Work, data_root: Path, sources: list[str], *, overrides=None
 @click.option("--within-video", "within_video", type=click.Choice(["keep", "drop"]), default=None,
               help="Near-duplicate crops inside one video: keep them as rows, or drop all but the first of "
                    "each cluster (default: keep). Cross-video duplicates join groups either way.")
-@click.option("--workers", type=click.IntRange(min=1), default=default_workers, show_default="all cores",
-              help="Parallel units (processes).")
-@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: joblib processes; dask: a Dask cluster (see --scheduler).")
-@click.option("--scheduler", metavar="ADDRESS",
-              help="With --backend dask: an existing scheduler (tcp://host:8786); default: a local cluster.")
+@workers_option()
+@backend_options
 @click.option("--fetch", "do_fetch", is_flag=True,
               help="Download first, as `mesodata fetch` does, with --ff-server/--fetch-manifest.")
 @click.option("--ff-server", metavar="URL", help="With --fetch: the FF++ server from your terms of use.")
@@ -139,7 +130,7 @@ def build(sources, data_root, work, source_root, compression, ff_splits, frames,
 
 
 @click.command()
-@click.option("--work", required=True, metavar="PATH|URL")
+@work_option("The work dir to describe.")
 def status(work):
     """Each stage of WORK: done, stale (inputs or parameters changed) or missing, with counts."""
     w = Work(work)

@@ -5,13 +5,8 @@ from __future__ import annotations
 import click
 
 from .errors import UserError
+from .options import work_option, workers_option
 from .runner import Lock, Work, run_stage
-
-
-def _workers_default() -> int:
-    from .build import default_workers
-
-    return default_workers()
 
 
 class _Format(click.ParamType):
@@ -28,15 +23,14 @@ class _Format(click.ParamType):
 
 
 @click.command("export-dataset")
-@click.option("--work", required=True, metavar="PATH|URL", help="Work dir of a finished `mesodata split`.")
+@work_option("Work dir of a finished `mesodata split`.")
 @click.option("--format", "fmt", type=_Format(),
               help="deepfakebench (its dataset_json + frame folders) or imagefolder (<split>/<real|fake>/*.png + CSV).")
 @click.option("--out", metavar="DIR", help="Folder to write (new, empty, or an earlier export of this format).")
 @click.option("--path-prefix", default=None, metavar="PREFIX",
               help="deepfakebench: what frame paths begin with; the folder's place seen from DeepfakeBench's "
                    "repository root, beginning with '.'.  [default: ./datasets/mesodata]")
-@click.option("--workers", type=click.IntRange(min=1), default=_workers_default, show_default="all cores",
-              help="Parallel units (processes), one shard file each.")
+@workers_option("Parallel units (processes), one shard file each.")
 def export_dataset(work, fmt, out, path_prefix, workers):
     """Export the benchmark's originals (train, val, test of the split on record) for another tool.
 

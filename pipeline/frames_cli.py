@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from .dropped import DROPPED_STATUSES, contact_sheet, dropped_frames
+from .options import work_option
 from .report import format_table
 from .runner import Work
 
 
 @click.command("frames")
-@click.option("--work", required=True, metavar="PATH|URL", help="The work dir of a finished `mesodata build`.")
+@work_option("The work dir of a finished `mesodata build`.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(DROPPED_STATUSES),
               help="Only frames with this status (repeatable). Default: every dropped frame.")
 @click.option("--source", "sources", multiple=True, metavar="NAME", help="Only this source (repeatable).")

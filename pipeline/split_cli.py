@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .options import backend_options, work_option, workers_option
 from .runner import Lock, Work, make_executor
 
 log = logging.getLogger("mesodata")
@@ -37,15 +38,8 @@ def parse_augment(text: str) -> str:
     return str(Path(text).resolve())
 
 
-def _workers_default() -> int:
-    from .build import default_workers
-
-    return default_workers()
-
-
 @click.command()
-@click.option("--work", required=True, metavar="PATH|URL",
-              help="Work dir of a finished `mesodata build` (a folder or an fsspec URL).")
+@work_option("Work dir of a finished `mesodata build` (a folder or an fsspec URL).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the group assignment and of the shards' order and augmentations.")
 @click.option("--ratios", default="70,20,10", show_default=True,
@@ -58,16 +52,12 @@ def _workers_default() -> int:
               help="Which cross-video duplicates join groups: near (every duplicate cluster), exact (only "
                    "byte/pixel-identical crops) or none (nothing; duplicates crossing splits are reported "
                    "as leaks in reports/split.json).")
-@click.option("--workers", type=click.IntRange(min=1), default=_workers_default, show_default="all cores",
-              help="Parallel units (processes) for the shards.")
+@workers_option("Parallel units (processes) for the shards.")
 @click.option("--shard-size", default="256MB", show_default=True, help="Target bytes per shard file.")
 @click.option("--augment", default="paper", show_default=True,
               help="Training augmentation: paper, none, or a preset file (YAML/JSON).")
 @click.option("--perturb-test", is_flag=True, help="Also write a test-perturbed split.")
-@click.option("--backend", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: joblib processes; dask: a Dask cluster (see --scheduler).")
-@click.option("--scheduler", metavar="ADDRESS",
-              help="With --backend dask: an existing scheduler (tcp://host:8786); default: a local cluster.")
+@backend_options
 def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, augment, perturb_test, backend,
           scheduler):
     """Assign whole groups to train/val/test, audit the split for leaks, then write the shards.

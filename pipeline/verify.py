@@ -11,6 +11,7 @@ import pyarrow as pa
 from . import schema, storage
 from .errors import UserError
 from .report import print_table
+from .options import work_option
 from .runner import DAMAGED, STATE_DIR, Lock, Work
 
 log = logging.getLogger("mesodata")
@@ -75,7 +76,7 @@ def _record_findings(w: Work, bad: list[dict]) -> bool:
 
 
 @click.command()
-@click.option("--work", required=True, metavar="PATH|URL")
+@work_option("The work dir whose artifacts to re-read.")
 @click.option("--all", "show_all", is_flag=True, help="List every file, not only the bad ones.")
 @click.option("--repair", is_flag=True,
               help="Delete the corrupt or missing files' leftovers now, so nothing reads them; the "
