@@ -56,12 +56,19 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPU data parallelism: N single-thread training processes sharing each batch "
                    "(about 1.3x faster end to end with 2 on a 2-core machine).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing run of this name trained with other options or shards (the old "
+                   "folder is replaced only when the new run is complete).")
 def train_detector(work: str, run: str, models: str, epochs: int, batch_size: int, seed: int,
                    seeds: str | None, loss: str, lr_schedule: str, balance: str, svm_train: str,
                    device: str, svm_features: str, train_sources: str | None,
-                   test_sources: str | None, workers: int, processes: int) -> None:
+                   test_sources: str | None, workers: int, processes: int, overwrite: bool) -> None:
     """Train Meso-4 and MesoInception-4 as in the paper, fit the RBF-SVM head, pick everything on
-    val, evaluate once on test and write weights, metrics.json, report.md and plots."""
+    val, evaluate once on test and write weights, metrics.json, report.md and plots.
+
+    The run folder appears when the run is complete. Rerun with the same options on the same
+    shards, it is reused (not retrained); an existing run with other options is refused unless
+    --overwrite."""
     from .run import parse_models, parse_seeds, train_seeds
     from .train import TrainConfig
 
@@ -77,7 +84,10 @@ def train_detector(work: str, run: str, models: str, epochs: int, batch_size: in
                       processes=processes, loss=loss, lr_schedule=lr_schedule, balance=balance)
     metrics = train_seeds(work, run, seed_list, parse_models(models), cfg, svm_features=svm_features,
                           train_sources=_csv(train_sources), test_sources=_csv(test_sources),
-                          svm_train=svm_train)
+                          svm_train=svm_train, overwrite=overwrite)
+    if metrics.get("reused"):
+        click.echo(f"run {run} is up to date (same options and shards as recorded in its metrics.json): "
+                   "not retraining")
     click.echo(f"\nTest results ({work / 'detector' / run}):\n")
     click.echo(metrics["table"])
     for w in metrics.get("warnings", []):

@@ -10,7 +10,6 @@ features = session.run(["hidden16"], ...) then `load_svm("svm.skops").decision_f
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import torch
@@ -19,8 +18,8 @@ from torch import nn
 from mesodata.pipeline.atomic import write_bytes
 from mesodata.pipeline.errors import UserError
 
-from .infer import load_weights
-from .models import INPUT_SIZE, MODEL_NAMES, MesoNet
+from .infer import load_weights, run_models
+from .models import INPUT_SIZE, MesoNet
 
 __all__ = ["export_onnx", "export_run", "OUTPUT_NAMES"]
 
@@ -72,21 +71,17 @@ decision = load_svm("svm.skops").decision_function(feats)   # > 0 means fake
 
 
 def export_run(run_dir: str | Path, fmt: str = "onnx") -> list[Path]:
-    """Export every network of a run folder; returns the written files."""
+    """Export every network the run's metrics.json records; returns the written files."""
     run_dir = Path(run_dir)
     if fmt != "onnx":
         raise UserError(f"unknown export format {fmt!r}: only onnx is supported")
-    weights = [run_dir / f"{m}.pt" for m in MODEL_NAMES if (run_dir / f"{m}.pt").is_file()]
-    if not weights:
-        raise UserError(f"no trained weights (*.pt) in {run_dir}: run `mesodata train-detector` first")
+    metrics, models = run_models(run_dir)
+    weights = list(dict.fromkeys(files["weights"] for files in models.values()))
     written = []
     for w in weights:
         model, arch = load_weights(w)
         written.append(export_onnx(model, run_dir / f"{arch}.onnx"))
-    features = "hidden16"
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        features = json.loads(metrics.read_text()).get("config", {}).get("svm_features", features)
+    features = metrics.get("config", {}).get("svm_features", "hidden16")
     write_bytes(run_dir / "ONNX.md", _SVM_DOC.format(features=features).encode())
     written.append(run_dir / "ONNX.md")
     return written

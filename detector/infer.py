@@ -19,8 +19,8 @@ from mesodata.pipeline.errors import UserError
 
 from .models import MODEL_NAMES, MesoNet, create_model
 
-__all__ = ["resolve_device", "autocast_for", "score_loader", "save_weights", "load_weights",
-           "FEATURE_KINDS", "WEIGHTS_FORMAT"]
+__all__ = ["resolve_device", "autocast_for", "score_loader", "save_weights", "load_weights", "load_model",
+           "FEATURE_KINDS", "WEIGHTS_FORMAT", "run_models"]
 
 FEATURE_KINDS = ("hidden16", "flat1024")
 WEIGHTS_FORMAT = 1
@@ -109,6 +109,53 @@ def load_weights(path: str | Path, map_location: str | torch.device = "cpu") -> 
     model = create_model(blob["arch"])
     model.load_state_dict(blob["state_dict"])
     return model.eval(), blob["arch"]
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MesoNet:
+    """The network of a run's weights file (WORK/detector/<run>/meso4.pt or mesoinception4.pt), in
+    eval mode: `from mesodata.detector import load_model`. Loaded with `weights_only=True`."""
+    return load_weights(path, map_location)[0]
+
+
+_PREFERENCE = ("mesoinception4+svm", "mesoinception4", "meso4")
+
+
+def run_models(run_dir: str | Path) -> tuple[dict, dict[str, dict]]:
+    """(metrics.json, {model: {"weights": Path, "head": Path | None}}) of a finished run: only the
+    models its metrics.json records, with the files it names, best first (SVM, MesoInception-4,
+    Meso-4). Whatever else lies in the folder is not used."""
+    import json
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no run folder at {run_dir}")
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except FileNotFoundError:
+        raise UserError(f"no trained weights in {run_dir}: it has no metrics.json (not a finished run); "
+                        "run `mesodata train-detector` first") from None
+    except ValueError as exc:
+        raise UserError(f"{run_dir / 'metrics.json'} is not valid JSON ({exc})") from None
+    if "seeds" in metrics and not metrics.get("models"):
+        first = next(iter(metrics["seeds"]), "0")
+        raise UserError(f"{run_dir} holds a several-seed run: pass one seed's folder, e.g. "
+                        f"--run {run_dir / f'seed-{first}'}")
+    recorded = metrics.get("models", {})
+    listed = metrics.get("config", {}).get("models") or list(recorded)
+    out: dict[str, dict] = {}
+    for name in sorted((m for m in listed if m in recorded), key=lambda m: (_PREFERENCE + (m,)).index(m)):
+        entry = recorded[name]
+        if not entry.get("weights"):
+            continue
+        files = {"weights": run_dir / entry["weights"],
+                 "head": run_dir / entry["head"] if entry.get("head") else None}
+        missing = [str(p) for p in files.values() if p is not None and not p.is_file()]
+        if missing:
+            raise UserError(f"run {run_dir} is incomplete: metrics.json names {', '.join(missing)}, which is missing")
+        out[name] = files
+    if not out:
+        raise UserError(f"no trained model recorded in {run_dir / 'metrics.json'}: run `mesodata train-detector` first")
+    return metrics, out
 
 
 def num_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:

@@ -19,7 +19,7 @@ import torch
 from mesodata.pipeline.errors import UserError
 
 from .data import decode_image, to_tensor
-from .infer import load_weights
+from .infer import load_weights, run_models
 from .svm import load_svm, svm_scores
 
 __all__ = ["VIDEO_EXTS", "find_videos", "extract_faces", "load_run_scorer", "predict_videos", "Prediction"]
@@ -50,27 +50,17 @@ def extract_faces(video_path: str | Path, params: dict) -> pa.Table:
 
 def load_run_scorer(run_dir: str | Path, model: str | None = None) -> tuple[str, Callable[[torch.Tensor], np.ndarray]]:
     """(model name, function: image batch -> P(fake)-like scores in [0, 1]) for a run folder.
-    Default model: MesoInception-4 + SVM when the run has svm.skops, else the best net present."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"no run folder at {run_dir}")
-    has = {f.name for f in run_dir.iterdir()}
-    available = [m for m, needs in (("mesoinception4+svm", {"svm.skops", "mesoinception4.pt"}),
-                                    ("mesoinception4", {"mesoinception4.pt"}), ("meso4", {"meso4.pt"}))
-                 if needs <= has]
-    if not available:
-        raise UserError(f"no trained model in {run_dir}: run `mesodata train-detector` first")
-    model = model or available[0]
+    Only the models and files the run's metrics.json records are used. Default model:
+    MesoInception-4 + SVM when the run has it, else MesoInception-4, else Meso-4."""
+    metrics, available = run_models(run_dir)
+    model = model or next(iter(available))
     if model not in available:
         raise UserError(f"model {model!r} is not in {run_dir}; it has {', '.join(available)}")
-    net, _ = load_weights(run_dir / f"{model.removesuffix('+svm')}.pt")
+    net, _ = load_weights(available[model]["weights"])
     if model.endswith("+svm"):
-        import json
-
-        head = load_svm(run_dir / "svm.skops")
-        cfg = json.loads((run_dir / "metrics.json").read_text()).get("config", {}) \
-            if (run_dir / "metrics.json").is_file() else {}
-        kind = cfg.get("svm_features", "hidden16")
+        head = load_svm(available[model]["head"])
+        kind = metrics["models"][model].get("svm", {}).get("features") \
+            or metrics.get("config", {}).get("svm_features", "hidden16")
 
         @torch.no_grad()
         def score(x: torch.Tensor) -> np.ndarray:

@@ -10,7 +10,11 @@ each seed's run lands in WORK/detector/<run>/seed-<s>/ and WORK/detector/<run>/ 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,7 +34,7 @@ from .svm import MAX_TRAIN, fit_svm_head, save_svm, svm_scores
 from .train import BALANCES, LOSSES, LR_SCHEDULES, TrainConfig, make_loader, train_model
 
 __all__ = ["ALL_MODELS", "SVM_TRAIN", "parse_models", "parse_seeds", "train_and_evaluate",
-           "train_seeds", "svm_training_set"]
+           "train_seeds", "svm_training_set", "shards_fingerprint", "run_request"]
 
 log = logging.getLogger("mesodata")
 ALL_MODELS = ("meso4", "mesoinception4", "mesoinception4+svm")
@@ -125,9 +129,14 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
                        train_sources: Sequence[str] | None = None,
                        test_sources: Sequence[str] | None = None,
                        svm_max_train: int = MAX_TRAIN, svm_train: str = "originals",
-                       out: str | Path | None = None, n_boot: int = N_BOOT) -> dict:
+                       out: str | Path | None = None, n_boot: int = N_BOOT, overwrite: bool = False) -> dict:
     """Train, select on val, evaluate on test; write weights, svm.skops, metrics.json, report.md
-    and plots to `out` (default WORK/detector/<run>/). Returns the metrics dict (with "table")."""
+    and plots to `out`. Returns the metrics dict (with "table"). Without `out`, the run goes to
+    WORK/detector/<run>/ as `train_seeds` puts it there: trained beside it, renamed in when whole."""
+    if out is None:
+        return train_seeds(work, run, [cfg.seed], models, cfg, svm_features=svm_features,
+                           train_sources=train_sources, test_sources=test_sources, svm_max_train=svm_max_train,
+                           svm_train=svm_train, n_boot=n_boot, overwrite=overwrite)
     work = Path(work)
     _check_choices(cfg, svm_features, svm_train)
     train_files, val_files, test_files = (require_shards(work, s) for s in ("train", "val", "test"))
@@ -137,7 +146,7 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
     test_ds = _nonempty(_dataset(test_files, "test", te_src), "test")
     pert_files = shard_files(work, "test-perturbed")
     pert_ds = _dataset(pert_files, "test-perturbed", te_src, augmentations=None) if pert_files else None
-    out = Path(out) if out is not None else work / "detector" / run
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
 
@@ -228,15 +237,113 @@ def _score_model(name, trained, ds, cfg, device, svm_features):
     return frame
 
 
+def shards_fingerprint(work: str | Path) -> str:
+    """What the run was trained and tested on: every shard file's path under WORK/shards, size
+    and last 64 KiB (a Parquet footer: row groups, statistics). No absolute paths, no mtimes."""
+    shards = Path(work) / "shards"
+    h = hashlib.sha256()
+    for f in sorted(p for p in shards.rglob("part-*.parquet") if p.is_file()):
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            fh.seek(max(0, size - 65536))
+            tail = fh.read()
+        h.update(f"{f.relative_to(shards).as_posix()}\0{size}\0".encode())
+        h.update(hashlib.sha256(tail).digest())
+    return h.hexdigest()
+
+
+def run_request(work: str | Path, seeds: Sequence[int], models: Sequence[str], cfg: TrainConfig,
+                **kwargs) -> dict:
+    """Everything a run's results depend on: the options (not the loader's worker count) and the
+    shards' fingerprint. A run recorded with the same request is up to date."""
+    options = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "seed")}
+    options.update(seeds=list(seeds), models=list(models), svm_features=kwargs.get("svm_features", "hidden16"),
+                   train_sources=list(kwargs.get("train_sources") or []),
+                   test_sources=list(kwargs.get("test_sources") or []),
+                   svm_max_train=kwargs.get("svm_max_train", MAX_TRAIN),
+                   svm_train=kwargs.get("svm_train", "originals"), n_boot=kwargs.get("n_boot", N_BOOT))
+    return json.loads(json.dumps({"options": options, "shards": shards_fingerprint(work)}, default=str))
+
+
+def _recorded(final: Path) -> dict | None:
+    try:
+        return json.loads((final / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_stale_temps(final: Path) -> None:
+    """Temp dirs of trainings that were killed (their process is gone)."""
+    for d in final.parent.glob(f".{final.name}.tmp-*"):
+        try:
+            pid = int(d.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequence[str] = ALL_MODELS,
-                cfg: TrainConfig = TrainConfig(), **kwargs) -> dict:
-    """One run per seed; with one seed it is `train_and_evaluate` into WORK/detector/<run>/. With
-    several, each seed goes to <run>/seed-<s>/ and <run>/ gets metrics.json and report.md with
-    mean ± std (ddof=1) over seeds."""
+                cfg: TrainConfig = TrainConfig(), overwrite: bool = False, **kwargs) -> dict:
+    """One run per seed, into WORK/detector/<run>/. With one seed the run folder holds the run;
+    with several, each seed goes to <run>/seed-<s>/ and <run>/ gets metrics.json and report.md
+    with mean ± std (ddof=1) over seeds.
+
+    A run is whole: it is trained in a temp folder beside WORK/detector/<run>/ and renamed into
+    place when complete, so the run folder never mixes files of two trainings. A run folder whose
+    metrics.json records the same options and shards is up to date: reused, not retrained (the
+    returned metrics carry "reused": True). Another existing run is a UserError unless
+    `overwrite`, which replaces it only once the new one is complete."""
     seeds = list(seeds)
+    _check_choices(cfg, kwargs.get("svm_features", "hidden16"), kwargs.get("svm_train", "originals"))
+    work = Path(work)
+    final = work / "detector" / run
+    request = run_request(work, seeds, models, cfg, **kwargs)
+    if final.exists() or final.is_symlink():
+        old = _recorded(final)
+        if old is not None and old.get("request") == request:
+            log.info("run %s is up to date (same options and shards as recorded in %s): not retraining",
+                     run, final / "metrics.json")
+            return {**old, "reused": True}
+        if not overwrite:
+            raise UserError(f"run {run!r} already exists at {final} (trained with other options or shards): "
+                            "pass --overwrite to replace it, or choose another --run")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_temps(final)
+    tmp = final.parent / f".{run}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        metrics = _train_seeds_into(tmp, work, run, seeds, models, cfg, request, **kwargs)
+        if final.exists() or final.is_symlink():
+            trash = final.parent / f".{run}.old-{os.getpid()}"
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return metrics
+
+
+def _train_seeds_into(out: Path, work: Path, run: str, seeds: list[int], models, cfg: TrainConfig,
+                      request: dict, **kwargs) -> dict:
     if len(seeds) == 1:
-        return train_and_evaluate(work, run, models, replace(cfg, seed=seeds[0]), **kwargs)
-    out = Path(work) / "detector" / run
+        metrics = train_and_evaluate(work, run, models, replace(cfg, seed=seeds[0]), out=out, **kwargs)
+        metrics["request"] = request
+        write_json(out / "metrics.json", metrics)
+        return metrics
     per_seed = {}
     for s in seeds:
         log.info("seed %d of %s", s, seeds)
@@ -245,7 +352,8 @@ def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequen
     first = per_seed[seeds[0]]
     metrics = {"config": {**first["config"], "seed": None, "seeds": seeds}, "data": first["data"],
                "seeds": {str(s): f"seed-{s}/metrics.json" for s in seeds}, "summary": summary,
-               "warnings": sorted({w for m in per_seed.values() for w in m["warnings"]})}
+               "warnings": sorted({w for m in per_seed.values() for w in m["warnings"]}),
+               "request": request}
     metrics["table"] = report.write_seed_report(metrics, out)
     write_json(out / "metrics.json", metrics)
     return metrics

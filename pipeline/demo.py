@@ -30,7 +30,8 @@ def _run(args: list[str]) -> None:
 def demo(out: Path, epochs: int, workers: int) -> None:
     """Write the sample dataset, build it, split it, train and evaluate the detectors.
 
-    Everything lands under OUT: rerunning reuses every finished stage.
+    Everything lands under OUT: rerunning reuses every finished stage, the training too (a run
+    with the same options on the same shards is not retrained; another --epochs retrains it).
     """
     data, work = out / "data", out / "work"
     if not (data / "FaceForensics++").is_dir():
@@ -42,7 +43,7 @@ def demo(out: Path, epochs: int, workers: int) -> None:
 
     for verb, args in (("split", ["--seed", "0", "--work", str(work), "--workers", str(workers),
                                   "--ratios", "60,20,20", "--augment", "none"]),
-                       ("train-detector", ["--work", str(work), "--epochs", str(epochs)])):
+                       ("train-detector", ["--work", str(work), "--epochs", str(epochs), "--overwrite"])):
         if cli.get_command(None, verb) is None:
             log.info("`%s` is not available in this version (%s); the demo stops here", verb, COMMANDS[verb])
             return
