@@ -85,9 +85,6 @@ def train_detector(work: str, run: str, models: str, epochs: int, batch_size: in
     metrics = train_seeds(work, run, seed_list, parse_models(models), cfg, svm_features=svm_features,
                           train_sources=_csv(train_sources), test_sources=_csv(test_sources),
                           svm_train=svm_train, overwrite=overwrite)
-    if metrics.get("reused"):
-        click.echo(f"run {run} is up to date (same options and shards as recorded in its metrics.json): "
-                   "not retraining")
     click.echo(f"\nTest results ({work / 'detector' / run}):\n")
     click.echo(metrics["table"])
     for w in metrics.get("warnings", []):

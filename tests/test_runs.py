@@ -5,6 +5,7 @@ only what its metrics.json records; its weights load as the README shows; `statu
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import threading
@@ -50,12 +51,15 @@ def full_run(work):
     return work / "detector" / "r"
 
 
-def test_same_options_reuse_the_run_other_options_are_refused_then_replaced_whole(work, full_run):
+def test_same_options_reuse_the_run_other_options_are_refused_then_replaced_whole(work, full_run, caplog):
     assert {"meso4.pt", "mesoinception4.pt", "svm.skops"} <= {p.name for p in full_run.iterdir()}
     before = _stamps(full_run)
-    res = _train(work, "r", "--models", "meso4,mesoinception4+svm")  # the same options: reused
+    with caplog.at_level(logging.INFO, logger="mesodata"):
+        res = _train(work, "r", "--models", "meso4,mesoinception4+svm")  # the same options: reused
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "up to date" in res.output and "not retraining" in res.output
+    assert any("run r is up to date" in r.getMessage() and "not retraining" in r.getMessage()
+               for r in caplog.records), caplog.text
+    assert "Test results" in res.output  # the recorded table, as after training
     assert _stamps(full_run) == before  # nothing rewritten, nothing trained
 
     res = _train(work, "r", "--models", "meso4")  # another option: refused in one line, exit 2
@@ -64,9 +68,11 @@ def test_same_options_reuse_the_run_other_options_are_refused_then_replaced_whol
     assert "already exists" in err and "--overwrite" in err and "\n" not in err
     assert _stamps(full_run) == before
 
-    res = _train(work, "r", "--models", "meso4", "--overwrite")  # replaced, whole
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mesodata"):
+        res = _train(work, "r", "--models", "meso4", "--overwrite")  # replaced, whole
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "up to date" not in res.output
+    assert "up to date" not in caplog.text
     names = {p.name for p in full_run.iterdir()}
     assert "meso4.pt" in names and "metrics.json" in names
     assert not names & {"svm.skops", "mesoinception4.pt", "mesoinception4.onnx"}, names
@@ -75,7 +81,7 @@ def test_same_options_reuse_the_run_other_options_are_refused_then_replaced_whol
     assert [p.name for p in (work / "detector").iterdir() if p.name.startswith(".")] == []  # no temp left
 
     res = _train(work, "r", "--models", "meso4", "--epochs", "2", "--overwrite")  # a changed option retrains
-    assert res.exit_code == 0 and "up to date" not in res.output
+    assert res.exit_code == 0, res.output + repr(res.exception)
     assert len(json.loads((full_run / "metrics.json").read_text())["models"]["meso4"]["history"]) == 2
 
 
