@@ -316,7 +316,9 @@ def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequen
                      run, final / "metrics.json")
             return {**old, "reused": True}
         if not overwrite:
-            raise UserError(f"run {run!r} already exists at {final} (trained with other options or shards): "
+            why = ("trained with other options or shards" if old and "request" in old
+                   else "its options are not recorded" if old else "not a finished run: no readable metrics.json")
+            raise UserError(f"run {run!r} already exists at {final} ({why}): "
                             "pass --overwrite to replace it, or choose another --run")
     final.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale_temps(final)
