@@ -230,7 +230,6 @@ def write_report(metrics: dict, out: str | Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     _plots(metrics, out)
     table = comparison_table(comparison_rows(metrics))
-    cfg = metrics.get("config", {})
     md = [f"# Detector run `{out.name}`", "", *_header(metrics),
           "## Test split", "", table, "",
           "Video level: mean frame score per `video_id`. The SVM's score is the sigmoid of its decision "

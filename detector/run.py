@@ -20,7 +20,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from mesodata.pipeline.atomic import write_json
@@ -104,7 +103,6 @@ def _check_choices(cfg: TrainConfig, svm_features: str, svm_train: str) -> None:
 
 def _counts(ds: ShardDataset) -> dict:
     """Test rows per source x label: videos and frames (ids only, no images decoded)."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     parts = []

@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from torch.utils.data import DataLoader
 
 from mesodata.detector.cli import train_detector
 from mesodata.detector.data import RowFilter, ShardDataset, decode_image, shard_files, to_tensor

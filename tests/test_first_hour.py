@@ -9,7 +9,6 @@ tests/test_reliability.py, beside the other kills.)
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -14,7 +14,6 @@ import json
 import logging
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import replace
 
