@@ -177,7 +177,8 @@ def test_a_data_root_with_some_sources_names_them_and_the_exact_sources_to_run(d
 # --- 4. predict on a file that is not a video ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A run folder holding real (untrained) Meso-4 weights in the project's format."""
+    """A run folder holding real (untrained) Meso-4 weights in the project's format, recorded in its
+    metrics.json as a finished run records them (predict uses only what metrics.json names)."""
     torch = pytest.importorskip("torch")
     from mesodata.detector.infer import save_weights
     from mesodata.detector.models import create_model
@@ -185,6 +186,8 @@ def run_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     run = tmp_path_factory.mktemp("run")
     save_weights(create_model("meso4"), "meso4", run / "meso4.pt")
+    (run / "metrics.json").write_text(json.dumps(
+        {"config": {"models": ["meso4"]}, "models": {"meso4": {"weights": "meso4.pt"}}}))
     return run
 
 
