@@ -224,13 +224,19 @@ def _plots(metrics: dict, out: Path) -> None:
     _savefig(fig, out / "curves.png")
 
 
+def _run_name(metrics: dict, out: Path) -> str:
+    """The run's name as the user gave it: `out` is a temporary folder until the run is complete."""
+    run = metrics.get("config", {}).get("run") or out.name
+    return f"{run}/{out.name}" if out.name.startswith("seed-") else run
+
+
 def write_report(metrics: dict, out: str | Path) -> str:
     """Write report.md and the three plots into `out`; return the comparison table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _plots(metrics, out)
     table = comparison_table(comparison_rows(metrics))
-    md = [f"# Detector run `{out.name}`", "", *_header(metrics),
+    md = [f"# Detector run `{_run_name(metrics, out)}`", "", *_header(metrics),
           "## Test split", "", table, "",
           "Video level: mean frame score per `video_id`. The SVM's score is the sigmoid of its decision "
           "value (0.5 = its boundary). @thr: at the threshold chosen on val (per model and level).", ""]
@@ -322,7 +328,7 @@ def write_seed_report(metrics: dict, out: str | Path) -> str:
                      f"{_pm(row['video_acc'])} | {_pm(row['video_bacc'])} |")
     table = "\n".join(lines)
     hdr_metrics = {**metrics, "models": {}}
-    md = [f"# Detector run `{out.name}`: {len(seeds)} seeds", "", *_header(hdr_metrics),
+    md = [f"# Detector run `{_run_name(metrics, out)}`: {len(seeds)} seeds", "", *_header(hdr_metrics),
           f"## Test split: mean ± std over seeds {', '.join(map(str, seeds))}", "", table, "",
           "Standard deviation across seeds (ddof = 1). Each seed's full report: "
           + ", ".join(f"[seed {s}](seed-{s}/report.md)" for s in seeds) + ".", ""]

@@ -174,6 +174,7 @@ def test_metrics_record_what_ran_per_model(run_metrics, work):
 
 def test_report_opens_with_what_the_numbers_rest_on(run_metrics, work):
     md = (work / "detector" / "cfg" / "report.md").read_text()
+    assert md.startswith("# Detector run `cfg`\n")  # the run's name, not its temporary folder's
     head, _, rest = md.partition("## Test split")
     assert rest, "no results table"
     for needle in ("Loss **mse**", "lr schedule **paper**", "class balance **weights**", "epochs 1,",
@@ -207,6 +208,8 @@ def test_seeds_give_mean_and_std(work):
     assert auc["mean"] == pytest.approx(np.mean(each)) and auc["std"] == pytest.approx(np.std(each, ddof=1))
     md = (out / "report.md").read_text()
     assert "2 seeds" in md and "±" in md and "seed-1/report.md" in md
+    assert md.startswith("# Detector run `seeds`: 2 seeds")
+    assert (out / "seed-1" / "report.md").read_text().startswith("# Detector run `seeds/seed-1`\n")
 
 
 def test_option_errors_are_one_line(work):
