@@ -23,3 +23,11 @@ def sample_copy(sample_root, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(sample_root, dst)
     return dst
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e/ is slow (subprocesses, servers, minutes of work): `-m "not slow"`
+    runs the fast unit layer alone."""
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.slow)

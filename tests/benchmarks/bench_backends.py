@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_memory import make_root  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from s3server import moto_server, s3_environment  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parents[2]))
+from tests.fixtures.s3server import moto_server, s3_environment  # noqa: E402
 
 from mesodata.pipeline.sample import write_sample  # noqa: E402
 

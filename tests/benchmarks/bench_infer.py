@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import torch
 from mesodata.detector.data import to_tensor
 from mesodata.detector.export import export_onnx
 from mesodata.detector.models import MODEL_NAMES, create_model
-from mesodata.detector.samples import astronaut_face_crop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: tests.fixtures
+from tests.fixtures.samples import astronaut_face_crop  # noqa: E402
 
 
 def _latency_ms(fn, repeats: int, warmup: int = 10) -> tuple[float, float]:

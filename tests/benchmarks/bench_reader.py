@@ -88,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from tests.test_shards import build_upstream
+    from tests.e2e.test_shards import build_upstream
 
     work_dir = args.work or Path(tempfile.mkdtemp(prefix="bench-shards-"))
     videos = []

@@ -11,15 +11,19 @@ from the same initial weights on the same batches and prints both loss curves.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from mesodata.detector.data import to_tensor
 from mesodata.detector.models import create_model
-from mesodata.detector.samples import astronaut_face_crop
 from mesodata.detector.train import cpu_has_native_bf16, make_train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: tests.fixtures
+from tests.fixtures.samples import astronaut_face_crop  # noqa: E402
 
 
 def _batches(n: int, batch: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -17,8 +19,10 @@ from mesodata.detector.data import RowFilter, ShardDataset, shard_files
 from mesodata.detector.evaluate import evaluate_frame
 from mesodata.detector.infer import score_loader
 from mesodata.detector.models import create_model
-from mesodata.detector.samples import write_sample_shards
 from mesodata.detector.train import TrainConfig, make_loader, make_train_step, train_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: tests.fixtures
+from tests.fixtures.samples import write_sample_shards  # noqa: E402
 
 
 def step_rate(name: str, batch: int, steps: int = 20) -> float:

@@ -19,7 +19,7 @@ from mesodata.pipeline import atomic, storage
 from mesodata.pipeline.errors import UserError
 from mesodata.pipeline.runner import Lock, Work
 
-from .s3server import moto_server, s3_environment
+from tests.fixtures.s3server import moto_server, s3_environment
 
 BUILD = ["--sources", "celebdf,dfdc,ff++", "--frames", "4", "--verify", "none", "--workers", "2"]
 SPLIT = ["--seed", "0", "--shard-size", "1MB", "--workers", "2"]

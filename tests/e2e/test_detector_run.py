@@ -20,7 +20,7 @@ from mesodata.detector.cli import train_detector
 from mesodata.detector.data import RowFilter, ShardDataset, decode_image, shard_files, to_tensor
 from mesodata.detector.models import create_model
 from mesodata.detector.run import parse_seeds, svm_training_set, train_and_evaluate, train_seeds
-from mesodata.detector.samples import write_sample_shards
+from tests.fixtures.samples import write_sample_shards
 from mesodata.detector.train import (TrainConfig, _Rebalanced, class_weights, loss_value, lr_plan,
                                      lr_step_iterations, train_model)
 from mesodata.pipeline.errors import UserError

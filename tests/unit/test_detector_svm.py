@@ -12,7 +12,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 from mesodata.detector.run import parse_models, train_and_evaluate
-from mesodata.detector.samples import write_sample_shards
+from tests.fixtures.samples import write_sample_shards
 from mesodata.detector.svm import fit_svm_head, load_svm, save_svm, stratified_subsample, svm_scores
 from mesodata.pipeline.errors import UserError
 

@@ -18,10 +18,7 @@ from mesodata.pipeline.runner import Work
 from mesodata.pipeline.split_cli import parse_size
 from mesodata.pipeline.stages import split
 
-try:
-    import test_dedupe_fixtures as F
-except ImportError:  # tests/ became a package
-    from tests import test_dedupe_fixtures as F
+from tests.fixtures import dedupe_fixtures as F
 
 REPO = Path(__file__).resolve().parents[1]
 FF_SHARED = Path(__file__).resolve().parents[2] / "shared/datasets/faceforensics"

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from mesodata.detector.export import export_run
 from mesodata.detector.predict import load_run_scorer
 from mesodata.detector.run import train_seeds
-from mesodata.detector.samples import write_sample_shards
+from tests.fixtures.samples import write_sample_shards
 from mesodata.detector.train import TrainConfig
 from mesodata.pipeline.errors import UserError
 

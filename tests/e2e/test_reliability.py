@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mesodata.pipeline.runner import Work
-from tests import reliability_media as media
+from tests.fixtures import reliability_media as media
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--frames", "4", "--verify", "none"]  # detection quality does not matter here
@@ -407,7 +407,7 @@ def test_sigkilled_build_leaves_no_workers_behind(data, tmp_path):
 
 
 # --- 4. bad input: one row with a status and a reason per video ------------------------------------
-# (case, maker in tests/reliability_media.py, manifest status, words in its error, faces statuses allowed)
+# (case, maker in tests/fixtures/reliability_media.py, manifest status, words in its error, faces statuses allowed)
 VIDEO_CASES = [
     ("zero-byte .mp4", "zero_bytes", "unreadable", "empty file (0 bytes)", {"decode_error"}),
     ("not a video", "not_a_video", "unreadable", "not a readable video", {"decode_error"}),

@@ -13,7 +13,7 @@ from mesodata.pipeline.errors import UserError
 from mesodata.pipeline.runner import Work
 from mesodata.pipeline.stages import manifest
 from mesodata.pipeline.verify import verify_work
-from tests.test_manifest import tiny_video
+from tests.e2e.test_manifest import tiny_video
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 from mesodata.pipeline.errors import UserError
 from mesodata.pipeline.runner import Work
 from mesodata.pipeline.stages import export, shards
-from tests.test_shards import PARAMS, build_upstream, expected_originals
+from tests.e2e.test_shards import PARAMS, build_upstream, expected_originals
 
 # (video_id, source, label, method, split, frames), as the manifest names them
 VIDEOS = [
@@ -370,7 +370,7 @@ def test_export_needs_finished_current_shards(tmp_path):
 
 def test_jpeg_crops_are_written_as_png():
     """A work dir built with --image-format jpeg: the exported files are still PNG, of the same pixels."""
-    from tests.test_shards import face_crop
+    from tests.e2e.test_shards import face_crop
 
     rgb = face_crop("astro", 3, False)
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()

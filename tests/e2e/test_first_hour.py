@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import reliability_media as media
+from tests.fixtures import reliability_media as media
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--frames", "2", "--verify", "none", "--workers", "1"]

@@ -16,10 +16,7 @@ from mesodata.pipeline.errors import UserError
 from mesodata.pipeline.runner import Work
 from mesodata.pipeline.stages import dedupe
 
-try:
-    import test_dedupe_fixtures as F
-except ImportError:  # tests/ became a package
-    from tests import test_dedupe_fixtures as F
+from tests.fixtures import dedupe_fixtures as F
 
 
 @pytest.fixture(scope="session")

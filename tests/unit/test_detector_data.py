@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mesodata.detector.data import RowFilter, ShardDataset, decode_image, require_shards, shard_files
-from mesodata.detector.samples import write_sample_shards
+from tests.fixtures.samples import write_sample_shards
 from mesodata.pipeline.errors import UserError
 
 

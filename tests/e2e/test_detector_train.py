@@ -18,7 +18,7 @@ from mesodata.detector.cli import export, predict, train_detector
 from mesodata.detector.data import RowFilter, ShardDataset, shard_files
 from mesodata.detector.infer import load_weights, save_weights
 from mesodata.detector.models import create_model
-from mesodata.detector.samples import astronaut_face_crop, write_sample_shards
+from tests.fixtures.samples import astronaut_face_crop, write_sample_shards
 from mesodata.detector.svm import load_svm
 from mesodata.detector.train import bn_momentum_for, lr_step_iterations
 from mesodata.pipeline.errors import UserError

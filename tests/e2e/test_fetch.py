@@ -18,10 +18,7 @@ from mesodata.pipeline import cli as cli_module
 from mesodata.pipeline.errors import UserError
 from mesodata.pipeline.fetch import fetch, ff_plan, parse_ff_methods, read_manifest
 
-try:
-    from httpserver import HTML_PAGE, Faults, FileServer
-except ImportError:  # tests/ became a package
-    from tests.httpserver import HTML_PAGE, Faults, FileServer
+from tests.fixtures.httpserver import HTML_PAGE, Faults, FileServer
 
 PAIRS = [["000", "003"], ["001", "002"]]
 DFD = {"actors": ["01__exit_phone_room", "02__talking_angry_couch"],
