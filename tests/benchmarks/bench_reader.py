@@ -3,7 +3,7 @@
     /work/venv/bin/python tests/benchmarks/bench_reader.py [--videos 24] [--frames 12] [--work DIR]
 
 Builds upstream tables from real footage (the astronaut portrait and the carphone clip, as in
-tests/test_shards.py), runs the shards stage with the paper's augmentations, then reads the train
+tests/e2e/test_shards.py), runs the shards stage with the paper's augmentations, then reads the train
 shards back as float CHW tensors in batches of 32: with `detector.data.ShardDataset` when it
 exists (else a minimal pyarrow IterableDataset defined here), in the main process and with 2
 DataLoader workers. The reader must deliver at least 3x what training consumes: MesoInception-4

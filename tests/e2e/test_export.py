@@ -1,6 +1,6 @@
 """`mesodata export-dataset`: the benchmark in DeepfakeBench's layout and as image folders.
 
-Upstream tables come from tests/test_shards.py's fixture (real face crops), with the three sources'
+Upstream tables come from tests/e2e/test_shards.py's fixture (real face crops), with the three sources'
 real video paths and methods. The DeepfakeBench export is read back by this file's own reader of
 DeepfakeBench's contract (training/dataset/abstract_dataset.py and training/config/train_config.yaml
 of SCLBD/DeepfakeBench, written from their description, not copied): `dataset_json_folder/<Name>.json`,

@@ -3,7 +3,7 @@ leaves nothing behind. Each test runs the real `mesodata` command on real files.
 
 (The interruption tests -- Ctrl-C, SIGKILL --, verify -> repair and train-detector's early check of
 its run dir need a real build and split to interrupt, corrupt or train on: they are in
-tests/test_reliability.py, beside the other kills.)
+tests/e2e/test_reliability.py, beside the other kills.)
 """
 
 from __future__ import annotations
