@@ -5,20 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from mesodata.pipeline.atomic import write_bytes
+from mesodata.pipeline.plots import png_bytes
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from mesodata.pipeline.atomic import atomic_path, write_bytes  # noqa: E402
+from . import plots
+from .plots import DISPLAY_NAMES
 
 __all__ = ["comparison_rows", "comparison_table", "write_report", "DISPLAY_NAMES", "warnings_for",
            "seed_summary", "write_seed_report", "MIN_VIDEOS"]
 
 MIN_VIDEOS = 10  # fewer test videos than this in a source or method: a warning
-
-DISPLAY_NAMES = {"meso4": "Meso-4", "mesoinception4": "MesoInception-4",
-                 "mesoinception4+svm": "MesoInception-4 + SVM"}
 
 
 def _fmt(v: float | None, pct: bool = True) -> str:
@@ -174,54 +170,10 @@ def _breakdown_table(per: dict[str, dict], key: str) -> str:
     return "\n".join(lines)
 
 
-def _savefig(fig: plt.Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
 def _plots(metrics: dict, out: Path) -> None:
-    models = metrics["models"]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, m in models.items():
-        roc = (m.get("test") or {}).get("frame", {}).get("roc")
-        if roc:
-            ax.plot(roc["fpr"], roc["tpr"], label=f"{DISPLAY_NAMES.get(name, name)} "
-                                                  f"(AUC {100 * m['test']['frame']['auc']:.1f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate (real called fake)", ylabel="true positive rate (fake caught)",
-           title="Test ROC, frame level")
-    ax.legend(loc="lower right", fontsize=8)
-    _savefig(fig, out / "roc.png")
-
-    names = [n for n in models if models[n].get("test")]
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.6 * max(len(names), 1), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        cm = models[name]["test"]["frame"]["confusion"]
-        ax.imshow(cm, cmap="Blues")
-        for i in range(2):
-            for j in range(2):
-                ax.text(j, i, str(cm[i][j]), ha="center", va="center")
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"],
-               xlabel="predicted", ylabel="true", title=DISPLAY_NAMES.get(name, name))
-    _savefig(fig, out / "confusion.png")
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, m in models.items():
-        hist = m.get("history") or []
-        if not hist:
-            continue
-        ep = [h["epoch"] for h in hist]
-        label = DISPLAY_NAMES.get(name, name)
-        a1.plot(ep, [h["train_loss"] for h in hist], "-o", ms=3, label=f"{label} train")
-        a1.plot(ep, [h["val_loss"] for h in hist], "--o", ms=3, label=f"{label} val")
-        a2.plot(ep, [h["train_acc"] for h in hist], "-o", ms=3, label=f"{label} train")
-        a2.plot(ep, [h["val_acc"] for h in hist], "--o", ms=3, label=f"{label} val")
-    a1.set(xlabel="epoch", ylabel=f"{metrics.get('config', {}).get('loss', 'bce')} loss", title="Loss")
-    a2.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
-    a1.legend(fontsize=7)
-    a2.legend(fontsize=7)
-    _savefig(fig, out / "curves.png")
+    for name, figure in (("roc.png", plots.roc_figure), ("confusion.png", plots.confusion_figure),
+                         ("curves.png", plots.curves_figure)):
+        write_bytes(out / name, png_bytes(figure(metrics)))
 
 
 def _run_name(metrics: dict, out: Path) -> str:

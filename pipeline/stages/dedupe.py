@@ -35,7 +35,6 @@ so chance collisions cannot chain unrelated groups together.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import Counter
 from pathlib import Path
@@ -508,10 +507,7 @@ def _figure(work: Work, df: pd.DataFrame, report: dict, per_cluster: int = 8) ->
     clusters = report["largest"][:6]
     if not clusters:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import plots
 
     wanted = {(e["video_id"], e["frame_index"]) for b in clusters for e in b["examples"][:per_cluster]}
     files = df[[(v, f) in wanted for v, f in zip(df.video_id, df.frame_index)]].faces_part.dropna().unique() \
@@ -524,24 +520,9 @@ def _figure(work: Work, df: pd.DataFrame, report: dict, per_cluster: int = 8) ->
         for vid, fi, img in zip(*(t.column(c).to_pylist() for c in ("video_id", "frame_index", "image"))):
             if (vid, fi) in wanted and img and img.get("bytes"):
                 images[vid, fi] = img["bytes"]
-    fig, axes = plt.subplots(len(clusters), per_cluster, figsize=(per_cluster * 1.4, len(clusters) * 1.6),
-                             squeeze=False)
-    for row, b in zip(axes, clusters):
-        for k, ax in enumerate(row):
-            ax.axis("off")
-            if k < len(b["examples"]):
-                e = b["examples"][k]
-                data = images.get((e["video_id"], e["frame_index"]))
-                if data is not None:
-                    ax.imshow(phash.decode(data))
-                ax.set_title(f"{e['video_id'].split('/')[-1][:14]}#{e['frame_index']}", fontsize=5)
-        row[0].text(-0.1, 0.5, f"#{b['cluster']}\n{b['crops']} crops\n{b['videos']} videos",
-                    transform=row[0].transAxes, ha="right", va="center", fontsize=6)
-    fig.suptitle(f"Largest duplicate clusters (radius {report['params']['radius']})", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic.write_bytes(work.path(FIGURE), buf.getvalue())
+    decoded = {k: phash.decode(v) for k, v in images.items()}
+    fig = plots.duplicate_clusters(clusters, decoded, report["params"]["radius"], per_cluster)
+    atomic.write_bytes(work.path(FIGURE), plots.png_bytes(fig))
     return True
 
 

@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 
 from .. import atomic, schema, storage
@@ -112,7 +111,9 @@ def _cropper(p: dict) -> FaceCropper:
 def extract_rows(path: str, n_frames: int | None, fps: float | None, p: dict, image_prefix: str = "") -> list[dict]:
     """The rows of one video (no manifest columns): plan, decode exactly, detect, crop, encode.
 
-    Never raises for a bad video: what went wrong is in the rows' status and error."""
+    Never raises for a bad video: what went wrong is in the rows' status and error. The decode
+    timeout counts this video's decoding only (pipeline.frames.Deadline), not loading the models
+    or the face work beside it."""
     with Deadline(p["decode_timeout"]) as deadline:
         try:
             return _extract(path, n_frames, fps, p, image_prefix, deadline)
@@ -123,7 +124,8 @@ def extract_rows(path: str, n_frames: int | None, fps: float | None, p: dict, im
 def _extract(path, n_frames, fps, p, image_prefix, deadline) -> list[dict]:
     if n_frames is None or n_frames <= 0:
         try:
-            n_frames = count_frames(path, timeout=p["decode_timeout"])
+            with deadline.running():
+                n_frames = count_frames(path, timeout=p["decode_timeout"])
         except DecodeTimeout:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure is this video's, recorded
@@ -220,6 +222,18 @@ def _unit(payload: dict) -> pa.Table:
                 rows = extract_rows(path, m["frames"], m["fps"], p, image_prefix=f"{m['video_id']}/")
         except Exception as exc:  # noqa: BLE001 - recorded, the build goes on
             rows = [_row(None, status="decode_error", error=f"{type(exc).__name__}: {exc}")]
+    return _unit_table(payload, rows)
+
+
+def _abandoned(payload: dict, reason: str) -> pa.Table:
+    """Runner hook: the video whose decoder hung, its worker killed by the executor: one
+    decode_error row with the reason (a longer --decode-timeout redoes it, see _forget_timeouts)."""
+    return _unit_table(payload, [_row(None, status="decode_error", error=reason)])
+
+
+def _unit_table(payload: dict, rows: list[dict]) -> pa.Table:
+    """A unit's rows with the manifest's columns, as a table carrying the parameters."""
+    p, m = payload["params"], payload["row"]
     for r in rows:
         r["video_id"] = m["video_id"]
         for k in MANIFEST_COLUMNS:
@@ -369,13 +383,11 @@ def read(work: Work, columns: list[str] | None = None) -> pa.Table:
 
 
 # --- contact sheets -------------------------------------------------------------------------
-# BGR: fake red, real green, and rows without a label (e.g. DFDC full parts' test videos) grey, not "real".
-_LABEL_COLOUR = {1: (0, 0, 200), 0: (0, 120, 0), None: (110, 110, 110)}
-
 def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, str]]) -> list[str]:
-    """One PNG per source: a row of random crops per label (real, fake), labelled, for a glance.
+    """One PNG per source: a row of random crops per label (real, fake, and "no label" in grey for
+    videos without one, e.g. DFDC full parts' test videos), for a glance.
     `with_faces`: (source, label, part file) of each video that has at least one face."""
-    import cv2
+    from .. import phash, plots
 
     n = p["contact_sheet"]
     if n <= 0:
@@ -385,40 +397,31 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
     for source, label, part in with_faces:
         by_source[source][label].append(part)
     out = []
-    tile, left, top = 160, 130, 36
     for source in sorted(by_source):
         rng = random.Random(f"{p['seed']}:{source}")
-        labels = [lab for lab in (0, 1, None) if by_source[source].get(lab)]
-        sheet = np.full((top + len(labels) * (tile + 22), left + n * tile, 3), 255, np.uint8)
-        cv2.putText(sheet, f"{source}: random face crops ({SIZE}x{SIZE}, shown at {tile})", (8, 24),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-        for r, lab in enumerate(labels):
-            y0 = top + r * (tile + 22)
-            name = {0: "real", 1: "fake", None: "no label"}[lab]
-            cv2.putText(sheet, name, (10, y0 + tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
-                        _LABEL_COLOUR[lab], 2, cv2.LINE_AA)
-            parts = by_source[source][lab]
+        by_label = {}
+        for lab in (0, 1, None):
+            parts = by_source[source].get(lab)
+            if not parts:
+                continue
             picks = rng.sample(parts, min(n, len(parts)))
             picks += [rng.choice(parts) for _ in range(n - len(picks))]  # few videos: more frames of them
-            for c, part in enumerate(picks):
+            by_label[lab] = []
+            for part in picks:
                 t = storage.read_table(folder / part, columns=["video_id", "frame_index", "status", "image"])
-                faces = [r_ for r_ in t.to_pylist() if r_["status"] == "face"]
-                row = rng.choice(faces)
-                img = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_COLOR)
-                x0 = left + c * tile
-                sheet[y0:y0 + tile, x0:x0 + tile] = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
-                caption = f"{row['video_id'].rsplit('/', 1)[-1][:14]} #{row['frame_index']}"
-                cv2.putText(sheet, caption, (x0 + 2, y0 + tile + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
-                            (60, 60, 60), 1, cv2.LINE_AA)
+                row = rng.choice([r for r in t.to_pylist() if r["status"] == "face"])
+                by_label[lab].append((phash.decode(row["image"]["bytes"]),
+                                      f"{row['video_id'].rsplit('/', 1)[-1]} #{row['frame_index']}"))
+        fig = plots.face_sheet(f"{source}: random face crops ({SIZE}x{SIZE}), one row per label", by_label)
         rel = f"reports/faces-{source}.png"
-        ok, buf = cv2.imencode(".png", sheet)
-        atomic.write_bytes(work.path(rel), buf.tobytes())
+        atomic.write_bytes(work.path(rel), plots.png_bytes(fig))
         out.append(rel)
     return out
 
 
 STAGE = StageDef(
     NAME, VERSION, upstream=("manifest",), check=normalize_params, plan=_plan, unit=_unit, unit_schema=NAME,
+    abandoned=_abandoned,
     parts_at=FOLDER, parts_key=lambda run: _parts_fingerprint(run.params), before_map=_forget_timeouts,
     combine=_combine, print_report=print_report,
     up_to_date=lambda st, p: f"up to date ({st['counts']['videos']} videos, {st['counts']['frames']} frames), "
