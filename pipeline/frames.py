@@ -6,14 +6,16 @@ returns them: frame `i` is the `i`-th frame out of the decoder, the same count t
 `frames` column holds. Decoding stops after the last wanted frame, and only wanted frames are
 handed on (the caller converts them; nothing else is ever turned into an array).
 
-A decoder stuck in a blocking read (a stalled network file system, a FIFO that never fills) is
-abandoned at the deadline: SIGALRM interrupts the read and PyAV's interrupt callback aborts it.
-A decoder spinning inside C code cannot be interrupted in-process; the deadline is still checked
-between frames, so a merely slow decode stops at the next frame.
+The deadline is a budget of decoding time (see `Deadline`): a merely slow decode stops at the next
+frame past it; a decoder stuck in a blocking read (a stalled network file system, a FIFO that never
+fills) is abandoned there too, SIGALRM interrupting the read and PyAV's interrupt callback aborting
+it. A decoder that never returns from C code cannot be stopped in-process: the executor kills its
+worker (pipeline.watchdog).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import av
+
+from . import watchdog
 
 __all__ = ["plan_indices", "count_frames", "DecodeTimeout", "Deadline", "SampledFrame", "FrameSampler"]
 
@@ -72,28 +76,72 @@ class DecodeTimeout(Exception):
 
 
 class Deadline:
-    """`with Deadline(seconds) as d:` ... `d.check()` between frames raises DecodeTimeout once the
-    time is up. In the main thread, SIGALRM also fires at the deadline (and every second after)
-    to break a read that blocks; elsewhere only `check()` applies."""
+    """A video's decode-time budget: only the time spent decoding counts (opening, demuxing and
+    decoding, between `resume()` and `pause()`, or inside `with d.running():`), not loading models,
+    cropping faces or waiting for the face thread: a slow machine or a cold worker must not make a
+    healthy video time out.
+
+    `with Deadline(seconds) as d:` ... `d.check()` between frames raises DecodeTimeout once the
+    budget is spent. In the main thread, SIGALRM also fires when it runs out (and every second
+    after) to break a read that blocks; elsewhere only `check()` applies. A decoder that never
+    returns to Python is for the executor to kill: while decoding, the deadline is published to
+    it (pipeline.watchdog)."""
 
     def __init__(self, seconds: float | None):
         self.seconds = seconds
-        self.end = math.inf if seconds is None else time.monotonic() + seconds
+        self.spent = 0.0
+        self._since: float | None = None  # when the running stretch began; None while paused
         self._old = None
-        self._armed = False
+        self._armed = False  # our SIGALRM handler is installed
         self._fired = False
 
+    def elapsed(self) -> float:
+        """Seconds of decoding so far."""
+        return self.spent + (time.monotonic() - self._since if self._since is not None else 0.0)
+
     def expired(self) -> bool:
-        return time.monotonic() >= self.end
+        return self.seconds is not None and self.elapsed() >= self.seconds
 
     def check(self) -> None:
         if self.expired():
             raise DecodeTimeout(f"decoding abandoned after the {self.seconds:g} s decode timeout")
 
+    def resume(self) -> None:
+        """Decoding starts (again): the clock runs, the alarm and the executor's watch are set."""
+        if self._since is not None or self.seconds is None:
+            return
+        self._since = time.monotonic()
+        left = max(self.seconds - self.spent, 1e-3)
+        watchdog.arm(self._since + left, self.seconds)
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, left, 1.0)
+
+    def pause(self) -> None:
+        """Decoding stops (a frame handed on, or done): the clock and the alarm stop."""
+        if self._since is None:
+            return
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        watchdog.disarm()
+        self.spent += time.monotonic() - self._since
+        self._since = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """`with d.running():` counts the block as decoding (nested: counted once)."""
+        if self._since is not None:
+            yield
+            return
+        self.resume()
+        try:
+            yield
+        finally:
+            self.pause()
+
     def _on_alarm(self, signum, frame):
         # Raise once; later alarms only interrupt blocking reads, which PyAV's own read timeout
         # (the same seconds, passed to av.open) then aborts.
-        if self._armed and not self._fired and self.expired():
+        if self._armed and not self._fired and self._since is not None and self.expired():
             self._fired = True
             self.check()
 
@@ -105,10 +153,10 @@ class Deadline:
                 self._old = None
             else:
                 self._armed = True
-                signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 1e-3), 1.0)
         return self
 
     def __exit__(self, *exc) -> None:
+        self.pause()
         if self._armed:
             self._armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -149,6 +197,7 @@ class FrameSampler:
         nxt = next(wanted)
         last = self.indices[-1]
         timeout = None if self.deadline.seconds is None else self.deadline.seconds
+        self.deadline.resume()
         try:
             with av.open(self.path, metadata_errors="ignore", timeout=timeout) as container:
                 if not container.streams.video:
@@ -168,9 +217,13 @@ class FrameSampler:
                         self.width, self.height = frame.width, frame.height
                         ts = float(frame.pts * tb) if frame.pts is not None and tb else (
                             i / self.fps if self.fps else None)
-                        yield SampledFrame(i, ts, frame)
                         if i >= last:
+                            self.deadline.pause()
+                            yield SampledFrame(i, ts, frame)
                             return
+                        self.deadline.pause()  # the consumer's time is not decoding
+                        yield SampledFrame(i, ts, frame)
+                        self.deadline.resume()
                         nxt = next(wanted)
                 self.ended = True
         except DecodeTimeout as exc:
@@ -182,3 +235,5 @@ class FrameSampler:
             else:
                 reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
                 self.error = f"{type(exc).__name__} at frame {self.decoded}: {reason}"
+        finally:
+            self.deadline.pause()

@@ -14,8 +14,10 @@ map, combine, schema check, report, record.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -33,7 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import atomic, schema, storage
+from . import atomic, schema, storage, watchdog
 from .errors import UserError
 
 log = logging.getLogger("mesodata")
@@ -419,11 +421,27 @@ def progress(iterable, total: int, desc: str):
 
 
 def map_units(fn: Callable[[Any], pa.Table], units: Sequence[Unit], parts_dir: Path, *,
-              artifact: str | None, workers: int, desc: str, executor: "Executor | None" = None) -> list[dict]:
-    """Run `fn` on every unit whose part is not yet on disk; return one summary per unit."""
+              artifact: str | None, workers: int, desc: str, executor: "Executor | None" = None,
+              abandoned: Callable[[Any, str], pa.Table] | None = None) -> list[dict]:
+    """Run `fn` on every unit whose part is not yet on disk; return one summary per unit.
+
+    With `abandoned`, units run in watched worker processes: a worker whose decoder hangs past its
+    deadline is killed (pipeline.watchdog) and its unit's part is `abandoned(payload, reason)`."""
+    own = executor is None
     executor = executor or LocalExecutor(workers)
     jobs = [(fn, u, parts_dir / part_name(u.key), artifact) for u in units]
-    results = list(progress(executor.map(_run_unit, jobs), len(jobs), desc))
+
+    def give_up(ticket: int, reason: str) -> dict:
+        _, unit, part, art = jobs[ticket]
+        log.warning("%s: %s", unit.key, reason)
+        return _run_unit(lambda payload: abandoned(payload, reason), unit, part, art)
+
+    try:
+        results = list(progress(executor.map(_run_unit, jobs, give_up=give_up if abandoned else None),
+                                len(jobs), desc))
+    finally:
+        if own:
+            executor.close()
     atomic.write_json(parts_dir / LEDGER, {part_name(r["key"]): r.pop("file") for r in results})
     return results
 
@@ -433,7 +451,7 @@ PARENT_CHECK_S = 0.5  # how often a worker looks whether its parent is still the
 _watching: int | None = None
 
 
-def worker_init(owner: int) -> None:
+def worker_init(owner: int, watch: str | None = None) -> None:
     """Run first in every loky worker process this command starts (the local cluster's Dask
     workers get the same from Dask: started with SIGINT ignored, see DaskExecutor, and a pipe
     from their parent that closes when it dies).
@@ -442,10 +460,14 @@ def worker_init(owner: int) -> None:
     (no traceback per worker, no half-handled interrupt). And a worker must not outlive its parent:
     killed with SIGKILL, the parent cannot stop anything, so each worker watches that its parent is
     still `owner` and exits at once when it is gone (re-parented: SIGKILL, OOM killer, a crash).
+    With `watch` (a folder), the worker publishes its decode deadlines there for the parent's
+    watchdog, which kills it when its decoder hangs.
     """
     global _watching
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if watch:
+        watchdog.attach(watch)
     if _watching == owner:
         return
     _watching = owner
@@ -461,32 +483,95 @@ def _watch_parent(owner: int) -> None:
 
 
 class LocalExecutor:
-    """Units in joblib (loky) worker processes; serial in-process when workers == 1."""
+    """Units in loky worker processes; serial in-process when workers == 1 (unless the units must
+    be watched: a hung decoder can only be killed in a process of its own).
+
+    A worker the watchdog killed takes the pool down with it (loky stops every worker): its unit
+    gets its `give_up` part, the units lost with the pool run again in a new one, and the map goes
+    on. A worker that dies otherwise (a crash, the OOM killer) still stops the map."""
+
+    IDLE_S = 300  # idle workers stay this long, for the next stage
 
     def __init__(self, workers: int):
         self.workers = workers
+        self._watch: str | None = None
 
-    def map(self, fn, jobs):
-        if self.workers <= 1 or len(jobs) <= 1:
+    def map(self, fn, jobs, give_up=None):
+        if give_up is None and (self.workers <= 1 or len(jobs) <= 1):
             return (fn(*j) for j in jobs)
-        from joblib import Parallel, delayed
+        if not jobs:
+            return iter(())
+        return self._pool_map(fn, jobs, give_up)
 
-        par = Parallel(n_jobs=self.workers, return_as="generator_unordered", batch_size=1,
-                       initializer=worker_init, initargs=(os.getpid(),))
-        return self._stopping(par(delayed(fn)(*j) for j in jobs))
+    def _pool_map(self, fn, jobs, give_up):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        from joblib.externals.loky import get_reusable_executor
+        from joblib.externals.loky.process_executor import BrokenProcessPool
+
+        if self._watch is None:
+            self._watch = tempfile.mkdtemp(prefix="mesodata-watch-")
+        n = max(1, min(self.workers, len(jobs)))
+        todo = collections.deque(range(len(jobs)))
+        running: dict = {}  # future -> ticket (the job's index)
+        with watchdog.Monitor(self._watch) as monitor:
+            try:
+                while todo or running:
+                    pool = get_reusable_executor(max_workers=n, timeout=self.IDLE_S, initializer=worker_init,
+                                                 initargs=(os.getpid(), self._watch))
+                    while todo and len(running) < 2 * n:  # a few queued, not every payload at once
+                        t = todo.popleft()
+                        running[pool.submit(_watched_unit, t, fn, *jobs[t])] = t
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    lost, broken = [], None
+                    for fut in done:
+                        t = running.pop(fut)
+                        try:
+                            yield fut.result()
+                        except BrokenProcessPool as exc:
+                            lost.append(t)
+                            broken = exc
+                    if broken is not None:
+                        yield from self._recover(broken, lost, running, todo, monitor, give_up)
+            except BaseException:
+                _kill_loky_workers()
+                raise
 
     @staticmethod
-    def _stopping(results):
-        """Yield from joblib's generator; on Ctrl-C (or any exception) stop its workers now, not
-        after the units already queued."""
-        try:
-            yield from results
-        except BaseException:
-            _kill_loky_workers()
-            raise
+    def _recover(broken, lost, running, todo, monitor, give_up):
+        """The pool broke: the units the watchdog killed get their `give_up` part; the others in
+        flight with it run again. A break the watchdog did not cause is raised."""
+        for fut, t in list(running.items()):  # finished before the break, or lost with the pool
+            if fut.done() and fut.exception() is None:
+                yield fut.result()
+            else:
+                lost.append(t)
+        running.clear()
+        time.sleep(watchdog.POLL_S)  # the kill is recorded just after it lands
+        killed = monitor.taken()
+        if give_up is None or not killed.keys() & set(lost):
+            raise broken
+        for t in sorted(lost, reverse=True):
+            if t in killed:
+                yield give_up(t, killed[t])
+            else:
+                todo.appendleft(t)
 
     def close(self) -> None:
-        pass
+        if self._watch is not None:
+            import shutil
+
+            shutil.rmtree(self._watch, ignore_errors=True)
+            self._watch = None
+
+
+def _watched_unit(ticket: int, fn, *args):
+    """In a worker: run one job with the watchdog told which it is."""
+    watchdog.begin(ticket)
+    try:
+        return fn(*args)
+    finally:
+        watchdog.end()
 
 
 def _kill_loky_workers() -> None:
@@ -527,13 +612,24 @@ class DaskExecutor:
                     signal.signal(signal.SIGINT, previous)
             self.client.run(_quiet_dask_worker)
 
-    def map(self, fn, jobs):
+    def map(self, fn, jobs, give_up=None):
+        """(`give_up` is not used: tasks run in the workers' threads, where only the in-process
+        decode deadline applies; a decoder hung in C code holds its worker thread.)"""
         from dask.distributed import as_completed
 
-        # pure=False: a unit whose part was deleted must run again, not come from Dask's cache
-        futures = [self.client.submit(fn, *j, pure=False) for j in jobs]
-        for fut in as_completed(futures):
-            yield fut.result()
+        # A bounded window of tasks in flight, each released once its summary is read: the scheduler
+        # holds ~17 KB per task it knows, so submitting all of DFDC's 119k units at once would grow
+        # the client to ~2 GB; this keeps it flat. pure=False: a unit whose part was deleted must run
+        # again, not come from Dask's cache.
+        jobs = iter(jobs)
+        window = max(256, 4 * sum(self.client.nthreads().values()))
+        running = as_completed([self.client.submit(fn, *j, pure=False) for j in itertools.islice(jobs, window)])
+        for fut in running:
+            result = fut.result()
+            fut.release()
+            for j in itertools.islice(jobs, 1):
+                running.add(self.client.submit(fn, *j, pure=False))
+            yield result
 
     def close(self) -> None:
         self.client.close()
@@ -725,7 +821,9 @@ class StageDef:
       `parts_key(run)`: what the parts depend on, when not the whole fingerprint;
     - optional: `fresh(run)` (outputs outside the work dir still whole), `adopt(run)` (an Output
       made from an older layout without computing, or None), `before_map(run)` (parts whose
-      outputs elsewhere are gone: drop them), `up_to_date(state, params)` (the skip line).
+      outputs elsewhere are gone: drop them), `abandoned(payload, reason) -> Table` (the part of a
+      unit whose worker the executor killed, its decoder hung past its deadline: declaring it runs
+      the units in watched worker processes), `up_to_date(state, params)` (the skip line).
     """
 
     name: str
@@ -745,6 +843,7 @@ class StageDef:
     fresh: Callable[[StageRun], bool] | None = None
     adopt: Callable[[StageRun], "Output | None"] | None = None
     before_map: Callable[[StageRun], None] | None = None
+    abandoned: Callable[[Any, str], pa.Table] | None = None
     up_to_date: Callable[[dict, dict], str] | None = None
     title: str | None = None  # its name in progress and log lines (default: name)
 
@@ -784,7 +883,7 @@ def run_stage(work: Work, sd: StageDef, params: dict | None = None, *, workers: 
             if sd.before_map:
                 sd.before_map(run)
             results = map_units(sd.unit, units, folder, artifact=sd.unit_schema, workers=workers,
-                                desc=title, executor=executor)
+                                desc=title, executor=executor, abandoned=sd.abandoned)
             run.parts = Parts(folder, run.parts.keys, tuple(results))
             if sd.parts_at:  # the parts are the artifact: those of units no longer planned go
                 wanted = {part_name(k) for k in run.parts.keys}
