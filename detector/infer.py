@@ -139,7 +139,7 @@ def run_models(run_dir: str | Path) -> tuple[dict, dict[str, dict]]:
     if "seeds" in metrics and not metrics.get("models"):
         first = next(iter(metrics["seeds"]), "0")
         raise UserError(f"{run_dir} holds a several-seed run: pass one seed's folder, e.g. "
-                        f"--run {run_dir / f'seed-{first}'}")
+                        f"--run-dir {run_dir / f'seed-{first}'}")
     recorded = metrics.get("models", {})
     listed = metrics.get("config", {}).get("models") or list(recorded)
     out: dict[str, dict] = {}

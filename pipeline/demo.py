@@ -1,50 +1,52 @@
-"""`mesodata demo`: the whole job on the embedded sample, end to end."""
+"""The demo: the whole job on the embedded sample, as the commands a user would type, and what to
+read and try once it has run."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-import click
+__all__ = ["RUN", "folders", "commands", "closing_lines"]
 
-from .sample import write_sample
-
-log = logging.getLogger("mesodata")
+RUN = "default"  # the run train-detector writes when no --run is given
 
 
-def _run(args: list[str]) -> None:
-    """Run one mesodata verb as a user would type it."""
-    from .cli import cli
-
-    log.info("\n$ mesodata %s", " ".join(args))
-    code = cli.main(args, standalone_mode=False)
-    if isinstance(code, int) and code:
-        raise click.ClickException(f"`mesodata {' '.join(args)}` exited with {code}")
+def folders(out: str | Path) -> tuple[Path, Path]:
+    """(data root of the sample, work dir) under the demo's folder."""
+    out = Path(out)
+    return out / "data", out / "work"
 
 
-@click.command()
-@click.option("--out", default="mesodata-demo", show_default=True, type=click.Path(path_type=Path),
-              help="Folder for the sample data (OUT/data) and the work dir (OUT/work).")
-@click.option("--epochs", default=8, show_default=True, help="Training epochs per model.")
-@click.option("--workers", default=2, show_default=True, help="Parallel units.")
-def demo(out: Path, epochs: int, workers: int) -> None:
-    """Write the sample dataset, build it, split it, train and evaluate the detectors.
+def commands(data: Path, work: Path, epochs: int, workers: int) -> list[list[str]]:
+    """The mesodata commands the demo runs, in order, as argument lists."""
+    return [
+        ["build", "--sources", "celebdf,dfdc,ff++", "--data-root", str(data), "--work", str(work),
+         "--frames", "16", "--within-video", "keep", "--workers", str(workers)],
+        ["split", "--seed", "0", "--work", str(work), "--workers", str(workers), "--ratios", "60,20,20",
+         "--augment", "none"],
+        ["train-detector", "--work", str(work), "--run", RUN, "--epochs", str(epochs), "--overwrite"],
+    ]
 
-    Everything lands under OUT: rerunning reuses every finished stage, the training too (a run
-    with the same options on the same shards is not retrained; another --epochs retrains it).
-    """
-    data, work = out / "data", out / "work"
-    if not (data / "FaceForensics++").is_dir():
-        log.info("writing the sample dataset to %s", data)
-        write_sample(data)
-    _run(["build", "--sources", "celebdf,dfdc,ff++", "--data-root", str(data), "--work", str(work),
-          "--frames", "16", "--within-video", "keep", "--workers", str(workers)])
-    from .cli import COMMANDS, cli
 
-    for verb, args in (("split", ["--seed", "0", "--work", str(work), "--workers", str(workers),
-                                  "--ratios", "60,20,20", "--augment", "none"]),
-                       ("train-detector", ["--work", str(work), "--epochs", str(epochs), "--overwrite"])):
-        if cli.get_command(None, verb) is None:
-            log.info("`%s` is not available in this version (%s); the demo stops here", verb, COMMANDS[verb])
-            return
-        _run([verb, *args])
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def closing_lines(data: Path, work: Path, seconds: float) -> list[str]:
+    """What the demo ends with: its time, where the report and the plots are, and the next commands
+    with this run's real paths. Only files that exist are named."""
+    run_dir = work / "detector" / RUN
+    lines = [f"demo finished in {_duration(seconds)}"]
+    report = run_dir / "report.md"
+    if report.is_file():
+        lines.append(f"report: {report}")
+    plots = sorted(run_dir.glob("*.png"))
+    if plots:
+        lines.append(f"plots:  {', '.join(str(p) for p in plots)}")
+    fakes = data / "Celeb-DF-v2" / "Celeb-synthesis"
+    if (run_dir / "metrics.json").is_file():
+        lines.append("next:")
+        if fakes.is_dir():
+            lines.append(f"  mesodata predict {fakes} --work {work}")
+        lines.append(f"  mesodata export --work {work}")
+    return lines

@@ -17,7 +17,7 @@ from . import atomic, storage
 from .errors import UserError
 from .runner import Work
 
-__all__ = ["DROPPED_STATUSES", "dropped_frames", "contact_sheet"]
+__all__ = ["DROPPED_STATUSES", "dropped_frames", "counts_by_source", "write_csv", "contact_sheet"]
 
 DROPPED_STATUSES = ("no_face", "rejected", "truncated", "decode_error", "duplicate")
 _COLUMNS = ["video_id", "source", "method", "label", "frame_index", "status", "reason"]
@@ -54,6 +54,18 @@ def dropped_frames(work: Work, statuses=DROPPED_STATUSES, sources=None) -> pd.Da
     table["reason"] = table["reason"].fillna("")
     table["frame_index"] = table["frame_index"].astype("Int64")  # null where no frame could be planned
     return table[_COLUMNS].reset_index(drop=True)
+
+
+def counts_by_source(table: pd.DataFrame) -> list[dict]:
+    """How many dropped frames each source has per status: rows of source, status, frames."""
+    counts = table.groupby(["source", "status"]).size().rename("frames").reset_index()
+    return counts.to_dict("records")
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """Every row of `table` as CSV, written atomically."""
+    atomic.write_bytes(path, table.to_csv(index=False).encode())
+    return Path(path)
 
 
 def _tile(row: dict, data_root, manifest: dict, parts: dict, size: int = 160) -> np.ndarray | None:

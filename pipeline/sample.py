@@ -1,4 +1,4 @@
-"""`mesodata sample DIR`: a small dataset in the three real layouts, from real face footage.
+"""The embedded sample: a small dataset in the three real layouts, from real face footage.
 
 Reals are re-framed real footage (the carphone talking head, the astronaut portrait under a slow
 camera move); fakes are made by a real manipulation: the face of another clip is swapped in,
@@ -14,7 +14,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import cv2
 import numpy as np
 
@@ -201,16 +200,3 @@ def write_sample(root: str | Path) -> dict[str, int]:
     (part / "metadata.json").write_text(json.dumps(part_meta))
     counts["dfdc"] = 4 + 8 + 1
     return counts
-
-
-@click.command()
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
-def sample(directory: Path) -> None:
-    """Write a small dataset in the layouts of FaceForensics++, Celeb-DF v2 and DFDC to DIRECTORY.
-
-    Built from real face footage (public domain) with face-swap fakes, and a few faults: a missing
-    file, an empty file, a truncated file, a non-video, an unlisted file, a video with no face, and
-    one clip present in two datasets.
-    """
-    counts = write_sample(directory)
-    click.echo(f"sample written to {directory}: " + ", ".join(f"{s} {n} files" for s, n in counts.items()))

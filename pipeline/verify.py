@@ -1,17 +1,16 @@
-"""`mesodata verify`: re-read every artifact a stage recorded and check it is what was written."""
+"""Verifying a work dir: re-read every artifact a stage recorded and check it is what was written."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-import click
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 from . import schema, storage
 from .errors import UserError
-from .report import print_table
-from .options import work_option
 from .runner import DAMAGED, STATE_DIR, Lock, Work
 
 log = logging.getLogger("mesodata")
@@ -75,47 +74,42 @@ def _record_findings(w: Work, bad: list[dict]) -> bool:
     return True
 
 
-@click.command()
-@work_option("The work dir whose artifacts to re-read.")
-@click.option("--all", "show_all", is_flag=True, help="List every file, not only the bad ones.")
-@click.option("--repair", is_flag=True,
-              help="Delete the corrupt or missing files' leftovers now, so nothing reads them; the "
-                   "next `mesodata build` / `split` (same options) redoes exactly those units.")
-def verify(work: str, show_all: bool, repair: bool) -> None:
-    """Re-read every artifact in WORK: schemas, row counts and content hashes recorded by the stages.
+@dataclass
+class Findings:
+    """What `verify_work_dir` found: every row, the bad ones, whether they were recorded for the next
+    run, and (with repair) how many files were removed."""
 
-    Exits 1 when anything is corrupt or missing (0 with --repair once it removed them). The next `mesodata build` / `split` redoes exactly
-    the files found bad (their stages are stale until then); --repair also deletes them at once.
-    """
+    root: object  # the work dir's root (a Path, or a UPath on a store)
+    rows: list[dict]
+    bad: list[dict]
+    recorded: bool
+    removed: int | None = None
+
+    @property
+    def redo(self) -> str:
+        """The commands that redo the bad files, in order: '`mesodata build` then `mesodata split`'."""
+        commands = sorted({REDONE_BY.get(r["stage"], "build") for r in self.bad}, key=["build", "split"].index)
+        return " then ".join(f"`mesodata {c}`" for c in commands)
+
+
+def verify_work_dir(work: str, repair: bool = False) -> Findings:
+    """Re-read every recorded artifact of `work` and remember the bad ones for the next build/split;
+    with `repair`, also delete them now (under the lock: never beside a running build)."""
     w = Work(work)
     if not w.root.is_dir():
         raise UserError(f"work dir {w.root} does not exist")
-    if repair:
-        if not w.remote:
-            storage.check_writable(w.root, "work dir")
-        with Lock(w):  # never delete beside a running build
-            _verify(w, show_all, repair)
-    else:
-        _verify(w, show_all, repair)
+    if not repair:
+        return _findings(w, repair)
+    if not w.remote:
+        storage.check_writable(w.root, "work dir")
+    with Lock(w):
+        return _findings(w, repair)
 
 
-def _verify(w: Work, show_all: bool, repair: bool) -> None:
+def _findings(w: Work, repair: bool) -> Findings:
     rows = verify_work(w)
     bad = [r for r in rows if r["problem"]]
-    shown = rows if show_all else bad
-    if shown:
-        print_table("Artifacts", [{**r, "problem": r["problem"] or "ok"} for r in shown], ["stage", "file", "problem"])
-    click.echo(f"{len(rows) - len(bad)} of {len(rows)} artifacts verified" + (f"; {len(bad)} bad" if bad else ""))
-    recorded = _record_findings(w, bad)
-    if not bad:
-        return
-    commands = sorted({REDONE_BY.get(r["stage"], "build") for r in bad}, key=["build", "split"].index)
-    redo = " then ".join(f"`mesodata {c}`" for c in commands)
-    if repair:
-        dropped = w.drop_damaged()
-        click.echo(f"repair: removed {len(dropped)} corrupt file(s); run {redo} with the same options to "
-                   f"redo exactly those units (`mesodata status --work {w.root}` shows the stages to redo)")
-        return  # done what was asked: exit 0
-    if recorded:
-        click.echo(f"the next {redo} redoes exactly these; `mesodata verify --repair` removes them now")
-    raise SystemExit(1)
+    found = Findings(w.root, rows, bad, _record_findings(w, bad))
+    if bad and repair:
+        found.removed = len(w.drop_damaged())
+    return found

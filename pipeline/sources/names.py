@@ -34,6 +34,27 @@ def check_names(names, what: str = "source") -> None:
                             f"(sources: {', '.join(sorted(_known()))})")
 
 
+def parse_sources(text: str) -> list[str]:
+    """'celebdf, ff++' -> ['celebdf', 'ff++']: known names, in the order given, each once."""
+    sources = [s.strip() for s in text.split(",") if s.strip()]
+    if not sources:
+        raise UserError(f"--sources is empty; name at least one of {', '.join(_known())}")
+    check_names(sources)
+    return list(dict.fromkeys(sources))
+
+
+def parse_overrides(values) -> dict[str, str]:
+    """('celebdf=/data/cd',) -> {'celebdf': '/data/cd'}: the --source-root folders by source."""
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--source-root expects NAME=PATH, got {v!r}")
+        out[name.strip()] = path
+    check_names(out, "source in --source-root")
+    return out
+
+
 def check_held(data_root, sources: list[str], overrides: dict[str, str]) -> None:
     """UserError, before anything is written, when `data_root` lacks the folder of a chosen source
     (and it has no --source-root): the message names what the data root does hold and the exact

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from mesodata.detector.cli import train_detector
+from mesodata.pipeline.cli.train_detector import train_detector
 from mesodata.detector.data import RowFilter, ShardDataset, decode_image, shard_files, to_tensor
 from mesodata.detector.models import create_model
 from mesodata.detector.run import parse_seeds, svm_training_set, train_and_evaluate, train_seeds

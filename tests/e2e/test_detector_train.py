@@ -14,7 +14,9 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import DataLoader
 
-from mesodata.detector.cli import export, predict, train_detector
+from mesodata.pipeline.cli.export import export
+from mesodata.pipeline.cli.predict import predict
+from mesodata.pipeline.cli.train_detector import train_detector
 from mesodata.detector.data import RowFilter, ShardDataset, shard_files
 from mesodata.detector.infer import load_weights, save_weights
 from mesodata.detector.models import create_model
@@ -36,7 +38,7 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(work):
     res = CliRunner().invoke(train_detector, ["--work", str(work), "--run", "t", "--epochs", str(EPOCHS),
-                                              "--batch-size", "16", "--workers", "0", "--seed", "0"])
+                                              "--batch-size", "16", "--loader-workers", "0", "--seed", "0"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "MesoInception-4 + SVM" in res.output and "| Meso-4 |" in res.output
     return work / "detector" / "t"
@@ -125,7 +127,7 @@ def test_weights_round_trip(tmp_path):
 
 
 def test_onnx_matches_pytorch_on_real_face_crops(run_dir):
-    res = CliRunner().invoke(export, ["--run", str(run_dir), "--format", "onnx"])
+    res = CliRunner().invoke(export, ["--work", str(run_dir.parents[1]), "--run", run_dir.name, "--format", "onnx"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     rng = np.random.default_rng(5)
     crops = [cv2.cvtColor(astronaut_face_crop(rng, {"dx": dx}), cv2.COLOR_BGR2RGB) for dx in (-10, 0, 10)]
@@ -156,7 +158,7 @@ def _write_video(path, frames=12):
 def test_predict_scores_a_folder_of_videos(run_dir, tmp_path):
     _write_video(tmp_path / "a.mp4")
     _write_video(tmp_path / "sub_b.mp4", frames=6)
-    res = CliRunner().invoke(predict, [str(tmp_path), "--run", str(run_dir), "--frames", "4", "--json"])
+    res = CliRunner().invoke(predict, [str(tmp_path), "--run-dir", str(run_dir), "--frames", "4", "--json"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     out = json.loads(res.output)
     assert out["model"] == "mesoinception4+svm"
@@ -171,10 +173,14 @@ def test_user_errors_are_one_line(tmp_path):
     res = CliRunner().invoke(train_detector, ["--work", str(tmp_path)])
     assert isinstance(res.exception, UserError)
     assert "no shards under" in str(res.exception) and "mesodata split" in str(res.exception)
-    res = CliRunner().invoke(export, ["--run", str(tmp_path)])
+    res = CliRunner().invoke(export, ["--run-dir", str(tmp_path)])
     assert isinstance(res.exception, UserError) and "no trained weights" in str(res.exception)
-    res = CliRunner().invoke(predict, [str(tmp_path / "nope.mp4"), "--run", str(tmp_path)])
+    res = CliRunner().invoke(predict, [str(tmp_path / "nope.mp4"), "--run-dir", str(tmp_path)])
     assert isinstance(res.exception, UserError)
+    res = CliRunner().invoke(export, ["--work", str(tmp_path), "--run-dir", str(tmp_path)])
+    assert isinstance(res.exception, UserError) and "not both" in str(res.exception)
+    res = CliRunner().invoke(export, [])
+    assert isinstance(res.exception, UserError) and "--work WORK" in str(res.exception)
 
 
 def test_schedule_rules():

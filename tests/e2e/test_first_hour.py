@@ -201,9 +201,9 @@ def test_predict_on_a_file_that_is_not_a_video_says_so_as_build_does(data, run_d
     media.zero_bytes(folder / "empty.mp4")
     want = probe(str(folder / "page.mp4"))
     assert want["status"] == "unreadable"
-    line = one_line_error(mesodata("predict", folder / "page.mp4", "--run", run_dir, "--frames", "2"))
+    line = one_line_error(mesodata("predict", folder / "page.mp4", "--run-dir", run_dir, "--frames", "2"))
     assert line == f"error: {folder / 'page.mp4'} is unreadable: {want['error']}", line
-    proc = mesodata("predict", folder, "--run", run_dir, "--frames", "2")
+    proc = mesodata("predict", folder, "--run-dir", run_dir, "--frames", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.rsplit("/", 1)[1]: line for line in proc.stdout.splitlines() if line.endswith(".mp4")}
     assert f"unreadable: {want['error']}" in rows["page.mp4"] and "no face found" not in rows["page.mp4"], rows

@@ -24,7 +24,7 @@ from mesodata.detector.train import TrainConfig
 from mesodata.pipeline.errors import UserError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-FAST = ["--epochs", "1", "--batch-size", "16", "--workers", "0", "--seed", "0"]
+FAST = ["--epochs", "1", "--batch-size", "16", "--loader-workers", "0", "--seed", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from mesodata.pipeline.errors import UserError
 from mesodata.pipeline.runner import Work
-from mesodata.pipeline.split_cli import parse_size
+from mesodata.pipeline.cli.split import parse_size
 from mesodata.pipeline.stages import split
 
 from tests.fixtures import dedupe_fixtures as F

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
-from .build import parse_sources
-from .fetch import COMPRESSIONS, FF_METHODS, fetch as run_fetch
+from ..fetch import COMPRESSIONS, FF_METHODS, fetch as run_fetch
+from ..sources import ADAPTERS
+from ..sources.names import parse_sources
+
+__all__ = ["fetch"]
 
 
 @click.command("fetch")
@@ -38,7 +41,7 @@ from .fetch import COMPRESSIONS, FF_METHODS, fetch as run_fetch
 @click.option("--retry-wait", type=click.FloatRange(min=0), default=1.0, show_default=True,
               metavar="SECONDS", help="First pause before a retry; doubles each time.")
 @click.option("--sources", default=None, metavar="LIST",
-              help="Comma-separated sources to fetch, as in `build` (celebdf, dfdc, ff++): the FF++ "
+              help=f"Comma-separated sources to fetch, as in `build` ({', '.join(ADAPTERS)}): the FF++ "
                    "server for ff++, the manifest rows under each source's folder. Default: all.")
 @click.option("--extract/--no-extract", default=True, show_default=True,
               help="Unpack downloaded archives (zip, tar, tar.gz) beside themselves, once.")

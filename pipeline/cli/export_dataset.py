@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .errors import UserError
+from ..build import export_work
+from ..errors import UserError
 from .options import work_option, workers_option
-from .runner import Lock, Work, run_stage
+
+__all__ = ["export_dataset"]
 
 
 class _Format(click.ParamType):
@@ -15,7 +17,7 @@ class _Format(click.ParamType):
     name = "FORMAT"
 
     def convert(self, value, param, ctx):
-        from .stages.export import FORMATS
+        from ..stages.export import FORMATS
 
         if value not in FORMATS:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}; got {value!r}")
@@ -30,7 +32,7 @@ class _Format(click.ParamType):
 @click.option("--path-prefix", default=None, metavar="PREFIX",
               help="deepfakebench: what frame paths begin with; the folder's place seen from DeepfakeBench's "
                    "repository root, beginning with '.'.  [default: ./datasets/mesodata]")
-@workers_option("Parallel units (processes), one shard file each.")
+@workers_option("Parallel units (worker processes), one shard file each.")
 def export_dataset(work, fmt, out, path_prefix, workers):
     """Export the benchmark's originals (train, val, test of the split on record) for another tool.
 
@@ -39,10 +41,10 @@ def export_dataset(work, fmt, out, path_prefix, workers):
     mesodata export-dataset --work WORK --format imagefolder --out DIR     # torchvision ImageFolder
     Redone only when the split or the format's options change; a killed export resumes.
     """
-    from .stages import export
+    from ..stages.export import FORMATS
 
     if fmt is None:  # one line, as every error of this command (not click's usage block)
-        raise UserError(f"--format is required: one of {', '.join(export.FORMATS)}")
+        raise UserError(f"--format is required: one of {', '.join(FORMATS)}")
     if out is None:
         raise UserError("--out is required: the folder to export to")
     params = {}
@@ -50,10 +52,4 @@ def export_dataset(work, fmt, out, path_prefix, workers):
         if fmt != "deepfakebench":
             raise UserError("--path-prefix applies to --format deepfakebench only")
         params["path_prefix"] = path_prefix
-    w = Work(work)
-    if not w.root.is_dir():
-        raise UserError(f"work dir {w.root} does not exist: run `mesodata build` and `mesodata split` first")
-    stage = export.STAGES[fmt]
-    stage.check({"out": out, **params})  # option errors before taking the lock
-    with Lock(w):
-        run_stage(w, stage, {"out": out, **params}, workers=workers)
+    export_work(work, fmt, out, params, workers=workers)

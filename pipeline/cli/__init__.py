@@ -1,6 +1,7 @@
-"""The `mesodata` command line: one verb per job.
+"""The `mesodata` command line: one verb per job, one small module per verb in this package.
 
-Commands live in the modules that do the work and are imported only when used, so `--help` and
+A command only parses its options and calls the library; the options several commands share are
+defined once (options.py). Command modules are imported only when their verb runs, so `--help` and
 light commands stay fast (torch is imported by the detector commands alone).
 """
 
@@ -12,23 +13,23 @@ import sys
 
 import click
 
-from .errors import UserError, did_you_mean, environment_error
-from .extras import missing_extra_message
+from ..errors import UserError, did_you_mean, environment_error
+from ..extras import missing_extra_message
 
 # verb -> "module:attribute" of its click command
 COMMANDS = {
-    "fetch": "mesodata.pipeline.fetch_cli:fetch",
-    "build": "mesodata.pipeline.build:build",
-    "status": "mesodata.pipeline.build:status",
-    "split": "mesodata.pipeline.split_cli:split",
-    "verify": "mesodata.pipeline.verify:verify",
-    "frames": "mesodata.pipeline.frames_cli:frames",
-    "sample": "mesodata.pipeline.sample:sample",
-    "demo": "mesodata.pipeline.demo:demo",
-    "train-detector": "mesodata.detector.cli:train_detector",
-    "predict": "mesodata.detector.cli:predict",
-    "export": "mesodata.detector.cli:export",
-    "export-dataset": "mesodata.pipeline.export_cli:export_dataset",
+    "fetch": "mesodata.pipeline.cli.fetch:fetch",
+    "build": "mesodata.pipeline.cli.build:build",
+    "status": "mesodata.pipeline.cli.status:status",
+    "split": "mesodata.pipeline.cli.split:split",
+    "verify": "mesodata.pipeline.cli.verify:verify",
+    "frames": "mesodata.pipeline.cli.frames:frames",
+    "sample": "mesodata.pipeline.cli.sample:sample",
+    "demo": "mesodata.pipeline.cli.demo:demo",
+    "train-detector": "mesodata.pipeline.cli.train_detector:train_detector",
+    "predict": "mesodata.pipeline.cli.predict:predict",
+    "export": "mesodata.pipeline.cli.export:export",
+    "export-dataset": "mesodata.pipeline.cli.export_dataset:export_dataset",
 }
 
 SUMMARIES = {
@@ -153,7 +154,3 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
-from .dropped import DROPPED_STATUSES, contact_sheet, dropped_frames
+from ..dropped import DROPPED_STATUSES, contact_sheet, counts_by_source, dropped_frames, write_csv
+from ..report import format_table
+from ..runner import Work
 from .options import work_option
-from .report import format_table
-from .runner import Work
+
+__all__ = ["frames"]
 
 
 @click.command("frames")
@@ -34,19 +36,15 @@ def frames(work, statuses, sources, limit, csv_path, sheet):
     """
     w = Work(work)
     table = dropped_frames(w, statuses or DROPPED_STATUSES, sources or None)
-    counts = table.groupby(["source", "status"]).size().rename("frames").reset_index()
     click.echo(f"{len(table)} dropped frames in {work}" + (":" if len(table) else ""))
     if len(table):
-        click.echo(format_table(counts.to_dict("records"), ["source", "status", "frames"]))
+        click.echo(format_table(counts_by_source(table), ["source", "status", "frames"]))
         click.echo("")
         click.echo(format_table(table.head(limit).to_dict("records"),
                                 ["video_id", "frame_index", "status", "reason"]))
         if len(table) > limit:
             click.echo(f"... and {len(table) - limit} more (--limit, or --csv FILE for all)")
     if csv_path is not None:
-        from . import atomic
-
-        atomic.write_bytes(csv_path, table.to_csv(index=False).encode())
-        click.echo(f"wrote {csv_path} ({len(table)} rows)")
+        click.echo(f"wrote {write_csv(table, csv_path)} ({len(table)} rows)")
     if sheet is not None:
         click.echo(f"wrote {contact_sheet(w, table, sheet, limit=limit)}")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 import click
 
-from .errors import UserError
+from ..build import split_work
+from ..errors import UserError
 from .options import backend_options, work_option, workers_option
-from .runner import Lock, Work, make_executor
 
-log = logging.getLogger("mesodata")
+__all__ = ["split", "parse_size", "parse_augment"]
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024 ** 2, "MB": 1024 ** 2, "MIB": 1024 ** 2,
           "G": 1024 ** 3, "GB": 1024 ** 3, "GIB": 1024 ** 3}
@@ -70,21 +69,10 @@ def split(work, seed, ratios, protocol, join_duplicates, workers, shard_size, au
     or test empty (or a source without val or test rows), the split stops with exit 2 and writes
     nothing; the message says which group is too large and what to try.
     """
-    from .runner import run_stage
-    from .stages import shards as shards_stage
-    from .stages import split as split_stage
+    from ..stages.split import parse_ratios
 
-    params = {"seed": seed, "ratios": list(split_stage.parse_ratios(ratios)), "protocol": protocol,
+    params = {"seed": seed, "ratios": list(parse_ratios(ratios)), "protocol": protocol,
               "join_duplicates": join_duplicates}
     shards_params = {"shard_size": parse_size(shard_size), "augment": parse_augment(augment),
                      "perturb_test": bool(perturb_test), "seed": seed}
-    w = Work(work)
-    if not w.root.is_dir():
-        raise UserError(f"work dir {w.root} does not exist: run `mesodata build --work {w.root}` first")
-    with Lock(w):
-        run_stage(w, split_stage.STAGE, params)
-        executor = make_executor(backend, workers, scheduler)
-        try:
-            run_stage(w, shards_stage.STAGE, shards_params, workers=workers, executor=executor)
-        finally:
-            executor.close()
+    split_work(work, params, shards_params, workers=workers, backend=backend, scheduler=scheduler)

@@ -1,19 +1,12 @@
-"""Click commands of the detector: `train-detector`, `predict`, `export`.
-
-Registered lazily by pipeline/cli.py (COMMANDS), so torch loads only when one of them runs.
-"""
+"""`mesodata train-detector`: Meso-4, MesoInception-4 and the SVM head on a work dir's shards."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
-from mesodata.pipeline import storage
-from mesodata.pipeline.errors import UserError
+from .options import run_name_option, work_option
 
-__all__ = ["train_detector", "predict", "export"]
+__all__ = ["train_detector"]
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -21,10 +14,8 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 @click.command("train-detector")
-@click.option("--work", "work", required=True, metavar="PATH",
-              help="Local work dir holding shards/<split>/part-*.parquet (from `mesodata split`).")
-@click.option("--run", default="default", show_default=True,
-              help="Run name; outputs go to WORK/detector/<run>/.")
+@work_option("Local work dir holding shards/<split>/part-*.parquet (from `mesodata split`).")
+@run_name_option("Run name; outputs go to WORK/detector/<run>/.")
 @click.option("--models", default="meso4,mesoinception4,mesoinception4+svm", show_default=True,
               help="Comma list of meso4, mesoinception4, mesoinception4+svm (the SVM head sits on "
                    "MesoInception-4, which is trained for it if not listed).")
@@ -51,8 +42,8 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--train-sources", default=None, help="Comma list of sources for train/val (default all).")
 @click.option("--test-sources", default=None, help="Comma list of sources for test (default all); "
                                                    "differs from --train-sources for cross-dataset runs.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
-              help="DataLoader worker processes decoding images.")
+@click.option("--loader-workers", default=2, show_default=True, type=click.IntRange(min=0),
+              help="DataLoader worker processes decoding images (0: decode in the training process).")
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1),
               help="CPU data parallelism: N single-thread training processes sharing each batch "
                    "(about 1.3x faster end to end with 2 on a 2-core machine).")
@@ -62,67 +53,27 @@ def _csv(value: str | None) -> list[str] | None:
 def train_detector(work: str, run: str, models: str, epochs: int, batch_size: int, seed: int,
                    seeds: str | None, loss: str, lr_schedule: str, balance: str, svm_train: str,
                    device: str, svm_features: str, train_sources: str | None,
-                   test_sources: str | None, workers: int, processes: int, overwrite: bool) -> None:
+                   test_sources: str | None, loader_workers: int, processes: int, overwrite: bool) -> None:
     """Train Meso-4 and MesoInception-4 as in the paper, fit the RBF-SVM head, pick everything on
     val, evaluate once on test and write weights, metrics.json, report.md and plots.
 
     The run folder appears when the run is complete. Rerun with the same options on the same
     shards, it is reused (not retrained); an existing run with other options is refused unless
     --overwrite."""
-    from .run import parse_models, parse_seeds, train_seeds
-    from .train import TrainConfig
+    from mesodata.detector.rundir import run_folder, training_work
 
-    if "://" in work and not work.startswith("file://"):
-        raise UserError(f"train-detector reads its shards from a local work dir, not {work}: copy "
-                        "WORK/shards/ to a local folder first (e.g. `aws s3 sync URL/shards DIR/shards`)")
-    work = Path(work.removeprefix("file://"))
-    if not work.is_dir():
-        raise UserError(f"no work dir at {work}")
-    storage.check_writable(work / "detector" / run, "run dir")  # now, not after the first epoch
+    work_dir = training_work(work, run)  # before torch loads and before any training
+    from mesodata.detector.run import parse_models, parse_seeds, train_seeds
+    from mesodata.detector.train import TrainConfig
+
     seed_list = parse_seeds(seeds) if seeds is not None else [seed]
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed_list[0], device=device, workers=workers,
-                      processes=processes, loss=loss, lr_schedule=lr_schedule, balance=balance)
-    metrics = train_seeds(work, run, seed_list, parse_models(models), cfg, svm_features=svm_features,
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed_list[0], device=device,
+                      workers=loader_workers, processes=processes, loss=loss, lr_schedule=lr_schedule,
+                      balance=balance)
+    metrics = train_seeds(work_dir, run, seed_list, parse_models(models), cfg, svm_features=svm_features,
                           train_sources=_csv(train_sources), test_sources=_csv(test_sources),
                           svm_train=svm_train, overwrite=overwrite)
-    click.echo(f"\nTest results ({work / 'detector' / run}):\n")
+    click.echo(f"\nTest results ({run_folder(work_dir, run)}):\n")
     click.echo(metrics["table"])
     for w in metrics.get("warnings", []):
         click.echo(f"warning: {w}")
-
-
-@click.command("predict")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path),
-              help="A run folder, WORK/detector/<run>/.")
-@click.option("--model", default=None, type=click.Choice(["mesoinception4+svm", "mesoinception4", "meso4"]),
-              help="Default: MesoInception-4 + SVM when the run has one.")
-@click.option("--frames", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Frames sampled per video.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def predict(path: Path, run_dir: Path, model: str | None, frames: int, as_json: bool) -> None:
-    """Score a video or a folder of videos: P(fake) per video = mean over its face crops."""
-    from .predict import find_videos, predict_videos
-
-    name, preds, timing = predict_videos(find_videos(path), run_dir, model, {"frames": frames})
-    if as_json:
-        click.echo(json.dumps({"model": name, "timing": timing,
-                               "videos": [p.__dict__ for p in preds]}, indent=2))
-        return
-    click.echo(f"model {name}; score = mean P(fake) over face crops; >= 0.5 is fake")
-    for p in preds:
-        click.echo(f"{p.verdict:>16}  {p.frames_scored}/{p.frames_sampled} frames  {p.video}")
-    click.echo(f"{timing['videos_per_s']:.2f} videos/s, {timing['frames_per_s']:.1f} frames/s")
-
-
-@click.command("export")
-@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path),
-              help="A run folder, WORK/detector/<run>/.")
-@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx"]))
-def export(run_dir: Path, fmt: str) -> None:
-    """Write each trained network as ONNX (outputs logit, hidden16, flat1024) and ONNX.md, which
-    shows the two-step MesoInception-4 + SVM use."""
-    from .export import export_run
-
-    for path in export_run(run_dir, fmt):
-        click.echo(str(path))

@@ -1,0 +1,5 @@
+"""`python -m mesodata.pipeline.cli ...`: the `mesodata` command."""
+
+from . import main
+
+main()
