@@ -7,13 +7,12 @@ Statuses: the faces stage's `no_face`, `rejected`, `truncated`, `decode_error`, 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import atomic, storage
+from . import atomic, cells, storage
 from .errors import UserError
 from .runner import Work
 
@@ -77,8 +76,7 @@ def _tile(row: dict, data_root, manifest: dict, parts: dict, size: int = 160) ->
         part = parts.get(row["video_id"])
         crops = storage.read_table(part, ["frame_index", "image"]).to_pylist() if part else []
         crop = next((r["image"] for r in crops if r["frame_index"] == row["frame_index"] and r["image"]), None)
-        return None if crop is None else np.asarray(
-            Image.open(io.BytesIO(crop["bytes"])).convert("RGB").resize((size, size)))
+        return None if crop is None else cells.decode(crop["bytes"], size)
     if pd.isna(row["frame_index"]) or row["video_id"] not in manifest:
         return None
     from .frames import FrameSampler
@@ -96,11 +94,7 @@ def _tile(row: dict, data_root, manifest: dict, parts: dict, size: int = 160) ->
 def contact_sheet(work: Work, table: pd.DataFrame, out: str | Path, limit: int = 24, cols: int = 6) -> Path:
     """A PNG of the first `limit` rows of `table`: each frame (or crop) captioned with its video,
     index, status and reason; a grey tile where the frame cannot be decoded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from . import plots
     from .stages import faces
     from .stages import manifest as manifest_stage
 
@@ -112,24 +106,8 @@ def contact_sheet(work: Work, table: pd.DataFrame, out: str | Path, limit: int =
     paths = manifest_stage.read(work).select(["video_id", "path"]).to_pydict()
     manifest = dict(zip(paths["video_id"], paths["path"]))
     parts = {e["video_id"]: work.path(faces.FOLDER, e["part"]) for e in faces.index(work)}
-    n_rows = -(-len(rows) // cols)
-    fig, axes = plt.subplots(n_rows, cols, figsize=(cols * 2.3, n_rows * 3.0 + 0.4), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row in zip(axes.flat, rows):
-        img = _tile(row, data_root, manifest, parts)
-        ax.imshow(img if img is not None else np.full((160, 160, 3), 200, np.uint8))
-        if img is None:
-            ax.text(80, 80, "not decodable", ha="center", va="center", fontsize=8, color="0.3")
-        video = row["video_id"].rsplit("/", 1)[-1][:22]
-        index = "?" if pd.isna(row["frame_index"]) else int(row["frame_index"])
-        reason = (row["reason"] or "")[:30]
-        ax.set_title(f"{video} #{index}\n{row['status']}\n{reason}", fontsize=7, loc="left")
-    fig.suptitle(f"Dropped frames ({len(rows)} of {len(table)})", fontsize=10)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
+    images = [_tile(row, data_root, manifest, parts) for row in rows]
+    fig = plots.dropped_sheet(rows, images, len(table), cols)
     out = Path(out)
-    atomic.write_bytes(out, buf.getvalue())
+    atomic.write_bytes(out, plots.png_bytes(fig))
     return out
