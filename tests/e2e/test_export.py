@@ -295,7 +295,7 @@ def test_a_killed_export_resumes(tmp_path):
             "def slow(p, d): w(p, d); time.sleep(0.05)\n"
             "e._write_file = slow; export.run(Work(sys.argv[1]), 'deepfakebench', sys.argv[2], workers=1)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(work.root), str(out)],
-                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL)
     parts = work.path(".parts", "export-deepfakebench")
     deadline = time.monotonic() + 60
     while len(list(parts.glob("*.parquet"))) < 2 and time.monotonic() < deadline:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.fixtures import reliability_media as media
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--frames", "2", "--verify", "none", "--workers", "1"]
 
 

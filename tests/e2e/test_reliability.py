@@ -26,7 +26,7 @@ import pytest
 from mesodata.pipeline.runner import Work
 from tests.fixtures import reliability_media as media
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--frames", "4", "--verify", "none"]  # detection quality does not matter here
 BIG_COPIES = 48  # hard links of one 1080p clip: enough manifest chunks and faces units to kill in
 

@@ -23,7 +23,7 @@ from tests.fixtures.samples import write_sample_shards
 from mesodata.detector.train import TrainConfig
 from mesodata.pipeline.errors import UserError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 FAST = ["--epochs", "1", "--batch-size", "16", "--loader-workers", "0", "--seed", "0"]
 
 

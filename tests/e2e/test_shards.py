@@ -483,7 +483,7 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     code = ("import json, sys; from mesodata.pipeline.runner import Work; from mesodata.pipeline.stages import shards; "
             "shards.run(Work(sys.argv[1]), json.loads(sys.argv[2]), workers=1)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(work.root), json.dumps(params)],
-                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while len(list(work.path("shards").rglob("part-*.parquet"))) < 2 and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"

@@ -20,7 +20,7 @@ from mesodata.pipeline.stages import split
 
 from tests.fixtures import dedupe_fixtures as F
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FF_SHARED = Path(__file__).resolve().parents[2] / "shared/datasets/faceforensics"
 
 
