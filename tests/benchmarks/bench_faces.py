@@ -1,6 +1,6 @@
 """Benchmark: the faces stage's per-video work against DeepfakeBench's way and the decode floor.
 
-    /work/venv/bin/python tests/benchmarks/bench_faces.py [--repeats 5] [--baseline-repeats 2] [--dir DIR]
+    python tests/benchmarks/bench_faces.py [--repeats 5] [--baseline-repeats 2] [--dir DIR] [--steps]
 
 Videos (real footage, H.264 with B-frames, 25 fps, 10 s = 250 frames), written once to DIR:
   360p-carphone   the carphone talking head (frames 0-59 back and forth), pillarboxed to 640x360
@@ -16,11 +16,14 @@ Per video, 32 frames evenly spaced over the whole video (the stage's default), t
             upsampling (`face_detector(rgb, 1)`), take the largest face, crop 1.3x, 256x256, PNG
   floor     decoding alone, up to the last sampled frame, nothing converted or detected
 Prints median wall and CPU seconds per video and the ratios ours/floor and baseline/ours.
+`--steps` instead prints the CPU per sampled frame of each step of ours (detect, RGB, crop, dlib, PNG)
+beside the decode floor's: the profile to start from.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -129,6 +132,50 @@ def baseline(path: str) -> int:
     return found
 
 
+def steps(path: str) -> dict[str, float]:
+    """CPU ms per sampled frame of each step of the face work, run one after another in this thread
+    (OpenCV on one thread), beside the decode floor's CPU per sampled frame: where the time goes."""
+    from mesodata.pipeline import cells
+    from mesodata.pipeline import detect as D
+    from mesodata.pipeline.frames import FrameSampler
+    from mesodata.pipeline.stages.faces import _cropper
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        idx = plan_indices(N, FPS, frames=SAMPLES)
+        frames = [sf.frame for sf in FrameSampler(path, idx)]
+        c = _cropper(PARAMS)
+        tracks = []
+        for f in frames:  # the track each frame is searched with, as the stage does it
+            tracks.append(c.track)
+            c.process(f)
+        grays = [D.luma(f) for f in frames]
+
+        def cpu(fn):
+            best = math.inf
+            for _ in range(3):
+                t = time.process_time()
+                out = fn()
+                best = min(best, time.process_time() - t)
+            return best * 1e3 / len(frames), out
+
+        out = {"decode floor": cpu(lambda: floor(path))[0]}
+        out["whole-frame detect"] = cpu(lambda: [c.detector.detect(g) for g in grays])[0]
+        out["track window detect"], near = cpu(lambda: [c.detector.detect_near(g, t) if t else [] for g, t in
+                                                         zip(grays, tracks)])
+        out["to RGB"], rgbs = cpu(lambda: [f.to_ndarray(format="rgb24") for f in frames])
+        boxes = [b[0] if b else (c.track or D.Box(0, 0, 64, 64)) for b in near]
+        out["crop + resize"], crops = cpu(lambda: [D.crop_square(r, b, PARAMS["margin"], 256)[0]
+                                                   for r, b in zip(rgbs, boxes)])
+        out["dlib check"] = cpu(lambda: [c.verifier(x) for x in crops])[0]
+        out["PNG"] = cpu(lambda: [cells.encode(x) for x in crops])[0]
+        c.close()
+        return out
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def timed(fn, path: str) -> tuple[float, float, int]:
     c0, t0 = time.process_time(), time.perf_counter()
     n = fn(path)
@@ -141,12 +188,22 @@ def main() -> None:
     ap.add_argument("--baseline-repeats", type=int, default=2, help="runs of the (slow) baseline per video")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "mesodata-bench-faces")
     ap.add_argument("--only", default="", help="comma-separated video names")
+    ap.add_argument("--steps", action="store_true", help="only the CPU per step of the face work (a profile)")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     videos = make_videos(args.dir)
     if args.only:
         videos = {k: v for k, v in videos.items() if k in args.only.split(",")}
     ours(videos[next(iter(videos))])  # warm up: imports, cascade, dlib model
+    if args.steps:
+        print(f"CPU ms per sampled frame ({SAMPLES} of {N} frames; load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores); whole-frame detect runs once per video unless the track is lost")
+        rows = {name: steps(path) for name, path in videos.items()}
+        cols = list(next(iter(rows.values())))
+        print("| video | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
+        for name, r in rows.items():
+            print(f"| {name} | " + " | ".join(f"{r[k]:.2f}" for k in cols) + " |")
+        return
     print(f"cpu: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {SAMPLES} of {N} frames per video")
     rows = []
     for name, path in videos.items():
