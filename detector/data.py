@@ -9,8 +9,6 @@ bounded: one row group plus an optional shuffle buffer of `shuffle_buffer` decod
 from __future__ import annotations
 
 import copy
-
-import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,46 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mesodata.pipeline import cells
 from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.stages.shards import hf_split, shard_files
 
-__all__ = ["ShardDataset", "RowFilter", "shard_files", "decode_image", "to_tensor", "META_COLUMNS"]
+__all__ = ["ShardDataset", "RowFilter", "shard_files", "require_shards", "to_tensor", "META_COLUMNS"]
 
 SPLITS = ("train", "val", "test", "test-perturbed")
 # Columns carried next to each image (strings and ints collate into lists / tensors).
 META_COLUMNS = ("label", "source", "method", "video_id", "frame_index", "augmentation")
 IMAGE_SIZE = 256
-
-
-# mesodata's split name -> its folder under WORK/shards/data/ (the Hugging Face split name)
-_FOLDERS = {"train": "train", "val": "validation", "test": "test", "test-perturbed": "test_perturbed"}
-
-
-def shard_files(work: str | Path, split: str) -> list[Path]:
-    """The shard files of one split (train, val, test, test-perturbed), sorted; [] when there are none.
-
-    Shards live in `WORK/shards/data/<train|validation|test|test_perturbed>/`; a work dir made before
-    that layout (`WORK/shards/<split>/`) is still read, for one version."""
-    shards = Path(work) / "shards"
-    files = sorted((shards / "data" / _FOLDERS.get(split, split)).glob("part-*.parquet"))
-    return files or sorted((shards / split).glob("part-*.parquet"))
-
-
-def decode_image(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
-    """PNG/JPEG bytes -> RGB uint8 array (size, size, 3); resized only if the crop is another size.
-
-    Pillow, not OpenCV: DataLoader workers are forked, and OpenCV's thread pool inherited from a
-    parent that already used it can deadlock in the child (seen with cv2.setNumThreads)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BOX)
-            return np.asarray(im)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot decode image ({len(data)} bytes, starts {data[:8]!r}): {exc}") from exc
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -193,7 +163,7 @@ class ShardDataset(IterableDataset):
             for j, data in enumerate(images):
                 row = {c: meta[c][j] for c in META_COLUMNS}
                 row["label"] = int(row["label"])
-                row["image"] = to_tensor(decode_image(data))
+                row["image"] = to_tensor(cells.decode(data, IMAGE_SIZE))
                 yield row
 
     def __iter__(self) -> Iterator[dict]:
@@ -221,6 +191,6 @@ def require_shards(work: str | Path, split: str) -> list[Path]:
         shards = Path(work) / "shards"
         if not any(shards.glob("data/*/part-*.parquet")) and not any(shards.glob("*/part-*.parquet")):
             raise UserError(f"no shards under {shards}: run `mesodata split` first")
-        raise UserError(f"no {split!r} shards under {shards / 'data' / _FOLDERS.get(split, split)}: "
+        raise UserError(f"no {split!r} shards under {shards / 'data' / hf_split(split)}: "
                         "run `mesodata split` first")
     return files

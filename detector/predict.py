@@ -18,7 +18,9 @@ import torch
 
 from mesodata.pipeline.errors import UserError
 
-from .data import decode_image, to_tensor
+from mesodata.pipeline import cells
+
+from .data import IMAGE_SIZE, to_tensor
 from .infer import load_weights, run_models
 from .svm import load_svm, svm_scores
 
@@ -119,7 +121,7 @@ def predict_videos(videos: list[Path], run_dir: str | Path, model: str | None = 
               if s == "face" and r is not None]
         scores: list[float] = []
         for i in range(0, len(ok), batch_size):
-            x = torch.stack([to_tensor(decode_image(b)) for b in ok[i:i + batch_size]])
+            x = torch.stack([to_tensor(cells.decode(b, IMAGE_SIZE)) for b in ok[i:i + batch_size]])
             scores.extend(score(x).tolist())
         n_frames += len(ok)
         mean = float(np.mean(scores)) if scores else None

@@ -29,18 +29,14 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-__all__ = ["Box", "DetectParams", "HaarDetector", "Verifier", "FaceCropper", "crop_square", "encode_image",
+from . import cells
+
+__all__ = ["Box", "DetectParams", "HaarDetector", "Verifier", "FaceCropper", "crop_square",
            "luma", "resolve_cascade", "upright_turns"]
 
 # Decoded pixel formats whose first plane is 8-bit luma, usable as grayscale as is.
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
                  "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray", "yuva420p"}
-
-
-# PNG: zlib level 1, the "up" row filter and run-length matching: ~2x faster than OpenCV's
-# default (level 1, adaptive filters) for 256x256 face crops, and about the same size.
-_PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
-             cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
 class Box(NamedTuple):
@@ -237,20 +233,6 @@ def crop_square(rgb: np.ndarray, box: Box, margin: float, size: int) -> tuple[np
     return cv2.resize(region, (size, size), interpolation=interp), (x0, y0, side)
 
 
-def encode_image(rgb: np.ndarray, image_format: str = "png", quality: int = 95) -> bytes:
-    """PNG (lossless) or JPEG bytes of an RGB image."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if image_format == "png":
-        ok, buf = cv2.imencode(".png", bgr, _PNG_FAST)
-    elif image_format == "jpeg":
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    else:
-        raise ValueError(f"unknown image format {image_format!r}: use png or jpeg")
-    if not ok:
-        raise RuntimeError(f"could not encode a {image_format} image")
-    return buf.tobytes()
-
-
 class Verifier:
     """dlib's HOG frontal face detector on a `size` x `size` grayscale copy of a crop: is there a
     face near the crop's centre?
@@ -345,7 +327,7 @@ class FaceCropper:
                 continue
             self.track, self.misses = box, 0
             out.update(status="face", bbox=box._asdict(), crop=dict(zip(("x", "y", "size"), square)),
-                       verified=ok, image=encode_image(crop, self.image_format, self.quality))
+                       verified=ok, image=cells.encode(crop, self.image_format, self.quality))
             return out
         box, square = first
         out.update(status="rejected", bbox=box._asdict(), crop=dict(zip(("x", "y", "size"), square)),

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "decode", "pixel_hash", "phash", "phash_gray", "hamming", "neighbours", "pairs_within", "to_signed",
+    "pixel_hash", "phash", "phash_gray", "hamming", "neighbours", "pairs_within", "to_signed",
     "to_unsigned", "chunk_plan",
     "DEFAULT_RADIUS",
 ]
@@ -44,14 +44,6 @@ def _dct_basis(n: int = IMG_SIZE) -> np.ndarray:
 
 _BASIS = _dct_basis()[:HASH_SIZE].astype(np.float64)  # only the 8 lowest frequencies are needed
 _WEIGHTS = (np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64))
-
-
-def decode(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> RGB uint8 array; ValueError when the bytes are not an image."""
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise ValueError(f"not a decodable image ({len(data)} bytes, starting {bytes(data[:8])!r})")
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
 
 
 def pixel_hash(rgb: np.ndarray) -> str:

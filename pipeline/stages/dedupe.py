@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import atomic, phash, storage
+from .. import atomic, cells, phash, storage
 from ..errors import UserError
 from ..runner import Output, Param, StageDef, StageRun, Unit, Work, check_params, run_stage
 
@@ -91,12 +91,7 @@ def hash_images(images: list[dict | None], root: Path | None = None) -> tuple[li
     px, ph, err = [], [], []
     for cell in images:
         try:
-            data = cell.get("bytes") if cell else None
-            if data is None and cell and cell.get("path"):
-                data = (root / cell["path"] if root is not None else Path(cell["path"])).read_bytes()
-            if data is None:
-                raise ValueError("no image bytes or path")
-            rgb = phash.decode(data)
+            rgb = cells.decode(cells.cell_bytes(cell, root))
         except (OSError, ValueError) as exc:
             px.append(None); ph.append(None); err.append(str(exc)[:200])
             continue
@@ -520,7 +515,7 @@ def _figure(work: Work, df: pd.DataFrame, report: dict, per_cluster: int = 8) ->
         for vid, fi, img in zip(*(t.column(c).to_pylist() for c in ("video_id", "frame_index", "image"))):
             if (vid, fi) in wanted and img and img.get("bytes"):
                 images[vid, fi] = img["bytes"]
-    decoded = {k: phash.decode(v) for k, v in images.items()}
+    decoded = {k: cells.decode(v) for k, v in images.items()}
     fig = plots.duplicate_clusters(clusters, decoded, report["params"]["radius"], per_cluster)
     atomic.write_bytes(work.path(FIGURE), plots.png_bytes(fig))
     return True

@@ -35,12 +35,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .. import atomic, storage
+from .. import atomic, cells, storage
 from ..errors import UserError
 from ..runner import Output, Param, Stage, StageDef, StageRun, Unit, Work, check_params, run_stage
 from . import shards as shards_stage
@@ -250,17 +249,10 @@ def _file_name(fmt: str, entry: dict, frame: int) -> str:
 
 # --- one unit: the originals of one shard file ------------------------------------------------------
 def _as_png(data: bytes, where: str) -> bytes:
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return data
-    import cv2
-
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise RuntimeError(f"cannot decode the crop of {where} ({len(data)} bytes)")
-    ok, buf = cv2.imencode(".png", bgr)
-    if not ok:
-        raise RuntimeError(f"PNG encoding of {where} failed")
-    return buf.tobytes()
+    try:
+        return cells.as_png(data)
+    except ValueError:
+        raise RuntimeError(f"cannot decode the crop of {where} ({len(data)} bytes)") from None
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -387,7 +387,7 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
     """One PNG per source: a row of random crops per label (real, fake, and "no label" in grey for
     videos without one, e.g. DFDC full parts' test videos), for a glance.
     `with_faces`: (source, label, part file) of each video that has at least one face."""
-    from .. import phash, plots
+    from .. import cells, plots
 
     n = p["contact_sheet"]
     if n <= 0:
@@ -410,7 +410,7 @@ def contact_sheets(work: Work, p: dict, with_faces: list[tuple[str, int | None, 
             for part in picks:
                 t = storage.read_table(folder / part, columns=["video_id", "frame_index", "status", "image"])
                 row = rng.choice([r for r in t.to_pylist() if r["status"] == "face"])
-                by_label[lab].append((phash.decode(row["image"]["bytes"]),
+                by_label[lab].append((cells.decode(row["image"]["bytes"]),
                                       f"{row['video_id'].rsplit('/', 1)[-1]} #{row['frame_index']}"))
         fig = plots.face_sheet(f"{source}: random face crops ({SIZE}x{SIZE}), one row per label", by_label)
         rel = f"reports/faces-{source}.png"

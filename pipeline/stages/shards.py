@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import atomic, augment, schema, storage
+from .. import atomic, augment, cells, schema, storage
 from ..errors import UserError
 from ..runner import Output, Param, Stage, StageDef, StageRun, Unit, Work, check_params, run_stage
 
@@ -283,22 +283,11 @@ def _read_crops(rows: list[tuple]) -> dict[tuple[str, int], dict]:
     return out
 
 
-def _encode_png(rgb: np.ndarray, level: int) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level])
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
-
-
 def _decode_rgb(data: bytes, where: str) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise RuntimeError(f"cannot decode the crop of {where} ({len(data)} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return cells.decode(data)
+    except ValueError:
+        raise RuntimeError(f"cannot decode the crop of {where} ({len(data)} bytes)") from None
 
 
 def _write_shard(payload: dict) -> pa.Table:
@@ -322,7 +311,7 @@ def _write_shard(payload: dict) -> pa.Table:
                 decoded[key] = _decode_rgb(crops[key]["bytes"], f"{vid}#{frame}")
             seed = augment.sample_seed(payload["seed"], vid, frame, aug)
             out, used = augment.apply(decoded[key], specs[aug], seed)
-            image = {"bytes": _encode_png(out, payload["png_compression"]), "path": f"{stem}-{aug}.png"}
+            image = cells.cell(cells.encode_png(out, cells.png_level(payload["png_compression"])), f"{stem}-{aug}.png")
             params = json.dumps(used, sort_keys=True)
             remaining[key] -= 1
             if not remaining[key]:
@@ -761,11 +750,13 @@ def print_report(info: dict) -> None:
 
 
 # --- reading back ----------------------------------------------------------------------------------
-def shard_files(work: Work, split: str) -> list[Path]:
-    """The shard files of `split` (mesodata's name: train, val, test, test-perturbed), in order;
-    [] when there are none. A version-1 work dir's `shards/<split>/` is read when `data/` has none."""
-    files = sorted(work.path(DATA_DIR, hf_split(split)).glob("part-*.parquet"))
-    return files or sorted(work.path(OUT_DIR, split).glob("part-*.parquet"))
+def shard_files(work: Work | str | os.PathLike, split: str) -> list[Path]:
+    """The shard files of `split` (mesodata's name: train, val, test, test-perturbed) in a work dir
+    (a Work, a folder or a URL), in order; [] when there are none. A version-1 work dir's
+    `shards/<split>/` is read when `data/` has none."""
+    root = work.root if isinstance(work, Work) else storage.location(work)
+    files = sorted(root.joinpath(DATA_DIR, hf_split(split)).glob("part-*.parquet"))
+    return files or sorted(root.joinpath(OUT_DIR, split).glob("part-*.parquet"))
 
 
 def read(work: Work, split: str, columns: list[str] | None = None) -> pa.Table:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from mesodata.pipeline.cli.train_detector import train_detector
-from mesodata.detector.data import RowFilter, ShardDataset, decode_image, shard_files, to_tensor
+from mesodata.detector.data import IMAGE_SIZE, RowFilter, ShardDataset, shard_files, to_tensor
+from mesodata.pipeline import cells
 from mesodata.detector.models import create_model
 from mesodata.detector.run import parse_seeds, svm_training_set, train_and_evaluate, train_seeds
 from tests.fixtures.samples import write_sample_shards
@@ -71,7 +72,8 @@ def test_svm_rows_carry_their_own_labels_and_ids(work):
     # the truth, row by row from the files: label and the net's features for each key
     rows = [r for f in files for r in pq.read_table(f).to_pylist()]
     with torch.no_grad():
-        feats = net.hidden_features(torch.stack([to_tensor(decode_image(r["image"]["bytes"])) for r in rows])).numpy()
+        batch = torch.stack([to_tensor(cells.decode(r["image"]["bytes"], IMAGE_SIZE)) for r in rows])
+        feats = net.hidden_features(batch).numpy()
     truth = {_key(r["video_id"], r["frame_index"], r["augmentation"]): (int(r["label"]), feats[i])
              for i, r in enumerate(rows)}
     keys = [_key(*k) for k in zip(frame["video_id"], frame["frame_index"], frame["augmentation"])]

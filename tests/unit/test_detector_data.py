@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mesodata.detector.data import RowFilter, ShardDataset, decode_image, require_shards, shard_files
+from mesodata.detector.data import RowFilter, ShardDataset, require_shards, shard_files
+from mesodata.pipeline import cells
 from tests.fixtures.samples import write_sample_shards
 from mesodata.pipeline.errors import UserError
 
@@ -97,10 +98,10 @@ def test_images_decode_to_float_chw_in_unit_range(work):
 def test_decode_rejects_garbage_and_resizes_other_sizes():
     import cv2
 
-    with pytest.raises(ValueError, match="cannot decode"):
-        decode_image(b"not an image at all")
+    with pytest.raises(ValueError, match="not a decodable image"):
+        cells.decode(b"not an image at all", 256)
     png = cv2.imencode(".png", np.full((100, 80, 3), 200, np.uint8))[1].tobytes()
-    assert decode_image(png).shape == (256, 256, 3)
+    assert cells.decode(png, 256).shape == (256, 256, 3)
 
 
 def test_missing_shards_is_a_user_error(tmp_path):
