@@ -24,6 +24,7 @@ import pandas as pd
 
 from mesodata.pipeline.atomic import write_json
 from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.progress import track
 
 from . import evaluate, report
 from .data import RowFilter, ShardDataset, require_shards, shard_files
@@ -76,10 +77,12 @@ def _nonempty(ds: ShardDataset, what: str) -> ShardDataset:
     return ds
 
 
-def _scored(model, ds, cfg: TrainConfig, device, features=None):
+def _scored(model, ds, cfg: TrainConfig, device, features=None, desc: str | None = None):
     # Scoring runs in fp32 (cheap next to training), so reported numbers match the ONNX export.
     # Frame (ids, labels) and features come from the same batches: row i of one is row i of the other.
     loader = make_loader(ds, 64, cfg.workers, device)
+    if desc is not None:  # a bar with an ETA on a terminal (pipeline.progress), quiet otherwise
+        loader = track(loader, len(ds), desc, "img", weight=lambda batch: len(batch["label"]), leave=False)
     frame, X = score_loader(model, loader, device, features=features, channels_last=cfg.channels_last)
     frame["score"] = frame["prob"]
     return frame, X
@@ -209,7 +212,7 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
         for split_name, ds in (("test", test_ds), ("test-perturbed", pert_ds)):
             if ds is None or len(ds) == 0:
                 continue
-            frame = _score_model(name, trained, ds, cfg, device, svm_features)
+            frame = _score_model(name, trained, ds, cfg, device, svm_features, f"{name}: scoring {split_name}")
             if split_name == "test":
                 entry["test"] = evaluate.evaluate_frame(frame, entry["val_threshold"], n_boot=n_boot,
                                                         seed=cfg.seed)
@@ -225,13 +228,13 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
     return metrics
 
 
-def _score_model(name, trained, ds, cfg, device, svm_features):
+def _score_model(name, trained, ds, cfg, device, svm_features, desc=None):
     if name == "mesoinception4+svm":
-        frame, X = _scored(trained[SVM_BASE].model, ds, cfg, device, svm_features)
+        frame, X = _scored(trained[SVM_BASE].model, ds, cfg, device, svm_features, desc)
         decision, prob = svm_scores(trained[name].pipeline_, X)
         frame["decision"], frame["score"] = decision, prob
         return frame
-    frame, _ = _scored(trained[name].model, ds, cfg, device)
+    frame, _ = _scored(trained[name].model, ds, cfg, device, desc=desc)
     return frame
 
 

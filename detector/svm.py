@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mesodata.pipeline.errors import UserError
+from mesodata.pipeline.progress import track
 
 __all__ = ["SvmFit", "fit_svm_head", "stratified_subsample", "save_svm", "load_svm",
            "svm_scores", "DEFAULT_GRID", "MAX_TRAIN", "TRUSTED_TYPES"]
@@ -72,7 +73,9 @@ def fit_svm_head(X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_
     Xt, yt = X_train[idx], np.asarray(y_train)[idx]
     val_ok = len(np.unique(y_val)) == 2
     rows, best, best_auc = [], None, -np.inf
-    for C, gamma in itertools.product(grid["C"], grid["gamma"]):
+    points = list(itertools.product(grid["C"], grid["gamma"]))
+    # a bar with an ETA on a terminal (each point is a kernel SVM fit), quiet otherwise
+    for C, gamma in track(points, len(points), f"SVM head: C x gamma on {len(idx)} rows", "fit", leave=False):
         pipe = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=C, gamma=gamma))
         pipe.fit(Xt, yt)
         # Without both classes in val there is no AUC; fall back to the first grid point.

@@ -214,36 +214,23 @@ def make_train_step(model: MesoNet, optimizer: torch.optim.Optimizer, device: to
 
 
 class _Progress:
-    """tqdm bar on a terminal; otherwise one log line per epoch (and every ~30 s)."""
+    """An epoch's images (pipeline.progress): a bar with the loss on a terminal, otherwise a log
+    line every ~30 s."""
 
     def __init__(self, total: int, desc: str) -> None:
-        self.tty = sys.stderr.isatty()
-        self.n, self.t0, self.last = 0, time.perf_counter(), time.perf_counter()
-        self.desc, self.total = desc, total
-        self.bar = None
-        if self.tty:
-            from tqdm import tqdm
+        from mesodata.pipeline.progress import Progress
 
-            self.bar = tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+        self.bar = Progress(total, desc, "img", leave=False, log_every=30)
 
     def update(self, n: int, loss: float) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(loss=f"{loss:.4f}")
-        elif now - self.last > 30:
-            self.last = now
-            log.info("%s: %d/%d images, %.1f img/s, loss %.4f", self.desc, self.n, self.total,
-                     self.rate, loss)
+        self.bar.update(n, postfix=f"loss={loss:.4f}")
 
     @property
     def rate(self) -> float:
-        return self.n / max(time.perf_counter() - self.t0, 1e-9)
+        return self.bar.rate
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,

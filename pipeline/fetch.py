@@ -29,7 +29,6 @@ import math
 import os
 import random
 import re
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -767,71 +766,50 @@ def _verify(part: Path, item: Download, total: int | None) -> str | None:
 
 # --- progress --------------------------------------------------------------------------------
 class _Progress:
-    """A tqdm bar (bytes/s, ETA, files done) on a terminal, plain log lines otherwise."""
+    """The download's byte count (a tqdm bar with bytes/s, ETA and files done on a terminal; plain
+    log lines every `every` seconds otherwise) and a line per finished file, through
+    pipeline.progress. Byte totals are per file and replaced by each response's own."""
 
     def __init__(self, files: int, enabled: bool | None, every: float = 10.0):
+        from .progress import Progress
+
         self.files = files
         self.done = 0
         self.totals: dict[str, int] = {}
         self.moved_by: dict[str, int] = {}
-        self.moved = 0
         self.lock = threading.Lock()
-        self.started = time.monotonic()
-        self.every, self.last_line = every, time.monotonic()
-        tty = sys.stderr.isatty() if enabled is None else enabled
-        self.bar = None
-        if tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc="fetch", dynamic_ncols=True, leave=True)
-            self.bar.set_postfix_str(f"files 0/{files}")
+        self.bar = Progress(0, "fetch", "B", binary=True, enabled=enabled, log_every=every)
+        self.bar.set_postfix(f"files 0/{files}")
 
     def expect(self, key: str, remaining: int | None) -> None:
         """What `key` still needs, per its latest response (replaces any earlier guess)."""
         with self.lock:
             # Earlier tries of this file already moved bytes that the bar has counted.
             self.totals[key] = self.moved_by.get(key, 0) + (remaining or 0)
-            if self.bar is not None:
-                self.bar.total = sum(self.totals.values())
-                self.bar.refresh()
+            self.bar.set_total(sum(self.totals.values()))
 
     def advance(self, key: str, n: int) -> None:
         with self.lock:
-            self.moved += n
             self.moved_by[key] = self.moved_by.get(key, 0) + n
-            if self.bar is not None:
-                self.bar.update(n)
-            elif time.monotonic() - self.last_line >= self.every:
-                self.last_line = time.monotonic()
-                self._log_line()
+            self.bar.update(n)
 
     def file_done(self, result: FileResult) -> None:
         with self.lock:
             self.done += 1
-            if self.bar is not None:
-                self.bar.set_postfix_str(f"files {self.done}/{self.files}")
+            self.bar.set_postfix(f"files {self.done}/{self.files}")
+            if self.bar.active:
                 if result.status == "failed":
                     self.bar.write(f"failed {result.path}: {result.reason}")
-            else:
-                msg = f"[{self.done}/{self.files}] {result.status} {result.path}"
-                if result.bytes:
-                    msg += f" ({_human(result.bytes)})"
-                if result.reason:
-                    msg += f": {result.reason}"
-                (log.warning if result.status == "failed" else log.info)(msg)
-
-    def _log_line(self) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.moved / elapsed
-        total = sum(self.totals.values())
-        eta = f", ETA {int((total - self.moved) / rate)} s" if rate and total > self.moved else ""
-        log.info("%s of %s, %s/s%s, %d/%d files", _human(self.moved), _human(total),
-                 _human(rate), eta, self.done, self.files)
+                return
+            msg = f"[{self.done}/{self.files}] {result.status} {result.path}"
+            if result.bytes:
+                msg += f" ({_human(result.bytes)})"
+            if result.reason:
+                msg += f": {result.reason}"
+            self.bar.write(msg, logging.WARNING if result.status == "failed" else logging.INFO)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 # --- the whole run ---------------------------------------------------------------------------

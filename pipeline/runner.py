@@ -406,18 +406,10 @@ def _value_counts(col: pa.ChunkedArray):
 
 
 def progress(iterable, total: int, desc: str):
-    """A progress bar (units/s, ETA) on a terminal; plain log lines otherwise."""
-    from tqdm import tqdm
+    """A progress bar (units/s, ETA) on a terminal; a log line per tenth of the units otherwise."""
+    from .progress import track
 
-    if sys.stderr.isatty():
-        yield from tqdm(iterable, total=total, desc=desc, unit="unit", dynamic_ncols=True)
-        return
-    t0, step = time.monotonic(), max(1, total // 10)
-    for i, item in enumerate(iterable, 1):
-        if i % step == 0 or i == total:
-            rate = i / max(time.monotonic() - t0, 1e-9)
-            log.info("%s: %d/%d units (%.1f/s)", desc, i, total, rate)
-        yield item
+    return track(iterable, total, desc, "units", log_steps=10)
 
 
 def map_units(fn: Callable[[Any], pa.Table], units: Sequence[Unit], parts_dir: Path, *,

@@ -20,6 +20,7 @@ import numpy as np
 from . import footage
 
 N_FRAMES = 40
+SAMPLE_VIDEOS = 44  # videos the sample encodes (its progress bar's total)
 RERENDER = 3  # the swapped face is rendered at 1/RERENDER of its size in the frame, then upscaled
 _CASCADE = None
 
@@ -117,9 +118,23 @@ def _no_face_frames(n: int = N_FRAMES) -> list[np.ndarray]:
 
 def write_sample(root: str | Path) -> dict[str, int]:
     """Write the sample under `root`; returns how many video files each source got."""
+    from .progress import Progress
+
     root = Path(root)
     clips: dict[int, list[np.ndarray]] = {}
+    bar = Progress(SAMPLE_VIDEOS, "writing the sample", "video")  # a bar with an ETA on a terminal
 
+    def write_video(path: Path, frames: list[np.ndarray], **options) -> None:
+        footage.write_video(path, frames, **options)
+        bar.update()
+
+    try:
+        return _write_sample(root, clips, write_video)
+    finally:
+        bar.close()
+
+
+def _write_sample(root: Path, clips: dict, write_video) -> dict[str, int]:
     def real(view: int) -> list[np.ndarray]:
         if view not in clips:
             clips[view] = VIEWS[view].frames()
@@ -131,13 +146,13 @@ def write_sample(root: str | Path) -> dict[str, int]:
     ids = [f"{i:03d}" for i in range(12)]
     view = {i: (0, 10, 1, 11, 2, 12, 3, 13, 6, 14, 7, 15)[n] for n, i in enumerate(ids)}  # a carphone and an astronaut view per pair
     for i in ids:
-        footage.write_video(ff / f"original_sequences/youtube/c23/videos/{i}.mp4", real(view[i]))
+        write_video(ff / f"original_sequences/youtube/c23/videos/{i}.mp4", real(view[i]))
     pairs = [("000", "001"), ("002", "003"), ("008", "009"), ("004", "005"), ("006", "007"), ("010", "011")]
     for a, b in pairs:
         for t, s in ((a, b), (b, a)):
             if (t, s) == ("006", "007"):
                 continue  # fault: listed by the split files, absent on disk
-            footage.write_video(ff / f"manipulated_sequences/Deepfakes/c23/videos/{t}_{s}.mp4",
+            write_video(ff / f"manipulated_sequences/Deepfakes/c23/videos/{t}_{s}.mp4",
                                 swap(real(view[t]), real(view[s])))
     (ff / "manipulated_sequences/Deepfakes/c23/videos/007_006.mp4").write_bytes(b"")  # fault: empty
     splits = ff / "dataset/splits"
@@ -153,14 +168,14 @@ def write_sample(root: str | Path) -> dict[str, int]:
     cd = root / "Celeb-DF-v2"
     ident = {0: 4, 1: 16, 2: 5, 3: 17}  # identity -> view
     for p, v in ident.items():
-        footage.write_video(cd / f"Celeb-real/id{p}_0000.mp4", real(v))
+        write_video(cd / f"Celeb-real/id{p}_0000.mp4", real(v))
     for t, s in ((0, 1), (1, 0), (2, 3), (3, 2)):
-        footage.write_video(cd / f"Celeb-synthesis/id{t}_id{s}_0000.mp4", swap(real(ident[t]), real(ident[s])))
-    footage.write_video(cd / "YouTube-real/00000.mp4", real(18))
+        write_video(cd / f"Celeb-synthesis/id{t}_id{s}_0000.mp4", swap(real(ident[t]), real(ident[s])))
+    write_video(cd / "YouTube-real/00000.mp4", real(18))
     # the same clip in two datasets: FF++'s 001 re-encoded at another quality
-    footage.write_video(cd / "YouTube-real/00001.mp4", real(view["001"]), crf=30)
+    write_video(cd / "YouTube-real/00001.mp4", real(view["001"]), crf=30)
     # fault: a truncated file
-    footage.write_video(cd / "Celeb-real/id2_0001.mp4", real(ident[2])[::-1])
+    write_video(cd / "Celeb-real/id2_0001.mp4", real(ident[2])[::-1])
     data = (cd / "Celeb-real/id2_0001.mp4").read_bytes()
     (cd / "Celeb-real/id2_0001.mp4").write_bytes(data[: len(data) * 6 // 10])
     test_list = ["1 Celeb-real/id3_0000.mp4", "0 Celeb-synthesis/id3_id2_0000.mp4",
@@ -174,29 +189,29 @@ def write_sample(root: str | Path) -> dict[str, int]:
     # two actors swapped into each other: one group, so both may share one view
     for target, swapped, clip in (("643049", "728115", real(19)), ("728115", "643049", real(19)[::-1])):
         rel = f"original_videos/{target}/{target}_A_001.mp4"
-        footage.write_video(pv / rel, clip)
+        write_video(pv / rel, clip)
         meta[rel] = {"label": "real", "set": "train", "augmentations": [], "target_id": int(target)}
         fake = f"method_A/{target}/{target}_A/{swapped}_{target}_A_001.mp4"
-        footage.write_video(pv / fake, swap(clip, clip[::-1]))
+        write_video(pv / fake, swap(clip, clip[::-1]))
         meta[fake] = {"label": "fake", "set": "test" if target == "728115" else "train",
                       "augmentations": [], "target_id": target, "swapped_id": swapped}
     (pv / "dataset.json").write_text(json.dumps(meta, indent=1))
     part = root / "DFDC/dfdc_train_part_0"
     part_meta = {}
     for name, v in (("aqwertyuio", 8), ("bzxcvbnmas", 9)):
-        footage.write_video(part / f"{name}.mp4", real(v))
+        write_video(part / f"{name}.mp4", real(v))
         part_meta[f"{name}.mp4"] = {"label": "REAL", "split": "train", "original": None}
         fake = f"c{name[1:]}.mp4"
-        footage.write_video(part / fake, swap(real(v), real(v)[::-1]))
+        write_video(part / fake, swap(real(v), real(v)[::-1]))
         part_meta[fake] = {"label": "FAKE", "split": "train", "original": f"{name}.mp4"}
-    footage.write_video(part / "dnofacexxx.mp4", _no_face_frames())  # fault: no face
+    write_video(part / "dnofacexxx.mp4", _no_face_frames())  # fault: no face
     part_meta["dnofacexxx.mp4"] = {"label": "REAL", "split": "train"}
     # the same clip in two datasets, byte for byte
     shutil.copyfile(ff / "original_sequences/youtube/c23/videos/000.mp4", part / "ecopiedxxx.mp4")
     part_meta["ecopiedxxx.mp4"] = {"label": "REAL", "split": "train", "original": None}
     (part / "fnotavideo.mp4").write_text("this is not a video\n")  # fault: not a video
     part_meta["fnotavideo.mp4"] = {"label": "FAKE", "split": "train", "original": "aqwertyuio.mp4"}
-    footage.write_video(part / "gunlisted.mp4", real(18)[::2])  # fault: not in metadata
+    write_video(part / "gunlisted.mp4", real(18)[::2])  # fault: not in metadata
     (part / "metadata.json").write_text(json.dumps(part_meta))
     counts["dfdc"] = 4 + 8 + 1
     return counts
