@@ -6,7 +6,10 @@ the training stream.
 
 The checkpoint is chosen on the validation split only (lowest val loss, the training loss); the
 test split is never read here. CPU speed levers (measured in tests/benchmarks/bench_train.py): channels_last memory
-format (the big one, ~4x with oneDNN) and bf16 autocast where the CPU has native bf16.
+format (the big one, ~4x with oneDNN) and bf16 autocast where the CPU has native bf16; on a CPU with
+several cores, data-parallel processes (`processes="auto"`, bench_train_processes.py).
+
+With a checkpoint path, training resumes: see checkpoint.py.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -30,19 +34,29 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from . import checkpoint as ckpt_io
 from .data import ShardDataset
 from .infer import autocast_for, resolve_device, score_loader
 from .models import MesoNet, create_model
 
 __all__ = ["TrainConfig", "TrainResult", "train_model", "lr_step_iterations", "lr_plan", "bn_momentum_for",
            "make_loader", "make_train_step", "cpu_has_native_bf16", "seed_everything", "loss_value",
-           "class_weights", "LR_SCHEDULES", "LOSSES", "BALANCES"]
+           "class_weights", "choose_processes", "available_cores", "LR_SCHEDULES", "LOSSES", "BALANCES",
+           "CHECKPOINT_EVERY"]
 
 LR_SCHEDULES = ("dynamic", "paper")
 LOSSES = ("mse", "bce")
 BALANCES = ("none", "weights", "sampler")
 
 log = logging.getLogger("mesodata")
+
+# processes="auto" (measured in tests/benchmarks/bench_train_processes.py): on a CPU, one
+# single-thread process per core, at least MIN_PROCESS_BATCH images each (BatchNorm sees only its
+# process's share of a batch), and only for nets that train on at least MIN_PARALLEL_IMAGES images
+# (epochs x train rows): below, spawning the processes costs more than they save.
+MIN_PROCESS_BATCH = 8
+MIN_PARALLEL_IMAGES = 4000
+CHECKPOINT_EVERY = 500  # iterations between mid-epoch checkpoints (and one at each epoch end)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -77,7 +91,8 @@ class TrainConfig:
     bn_momentum: float | None = None  # None: bn_momentum_for(total iterations)
     # CPU data parallelism: N single-thread processes, each on 1/N of every batch, gradients averaged
     # (DDP over gloo). The thin layers parallelise badly over threads; over processes they scale.
-    processes: int = 1
+    # "auto": choose_processes' rule.
+    processes: int | str = "auto"
 
 
 @dataclass
@@ -87,6 +102,8 @@ class TrainResult:
     best_epoch: int = -1
     lr_step: int = 0
     config: dict = field(default_factory=dict)
+    # with train_model(..., keep_epochs=True): each epoch's weights, for studies of selection
+    epoch_states: list[dict] = field(default_factory=list)
 
 
 def lr_step_iterations(total_iterations: int, requested: int = 1000, schedule: str = "dynamic",
@@ -172,6 +189,39 @@ def bn_momentum_for(total_iterations: int) -> float:
     return float(min(0.1, max(0.01, 20 / max(total_iterations, 1))))
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which a container or taskset narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose_processes(requested: int | str, device: str, images: int, batch_size: int,
+                     cores: int | None = None) -> tuple[int, str]:
+    """(training processes, why). `requested` is a count or "auto"; `images` is what one net trains
+    on (epochs x train rows). CUDA trains in one process; on a CPU "auto" takes one process per core
+    where each keeps >= MIN_PROCESS_BATCH images of a batch and the run is long enough to repay
+    spawning them."""
+    if requested != "auto":
+        n = int(requested)
+        if n < 1:
+            raise ValueError(f"processes must be >= 1 or 'auto', not {requested!r}")
+        if device != "cpu" and n > 1:
+            return 1, f"{n} requested; on {device} training runs in one process"
+        return n, "requested"
+    if device != "cpu":
+        return 1, f"auto: one process on {device}"
+    cores = cores or available_cores()
+    n = min(cores, max(1, batch_size // MIN_PROCESS_BATCH))
+    if n == 1:
+        return 1, f"auto: {cores} core(s), batch {batch_size}"
+    if images < MIN_PARALLEL_IMAGES:
+        return 1, (f"auto: {images} images to train, under {MIN_PARALLEL_IMAGES}, where spawning "
+                   "processes costs more than it saves")
+    return n, f"auto: {cores} cores, {images} images to train, {batch_size // n} images per process and step"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -234,21 +284,96 @@ class _Progress:
 
 
 def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
-                on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train `cfg.model` on `train_ds`, keep the weights of the epoch with the lowest val loss."""
-    if cfg.processes > 1 and resolve_device(cfg.device).type == "cpu":
-        result = _train_data_parallel(cfg, train_ds, val_ds)
+                on_epoch: Callable[[dict], None] | None = None, keep_epochs: bool = False,
+                checkpoint: str | Path | None = None, checkpoint_every: int = CHECKPOINT_EVERY) -> TrainResult:
+    """Train `cfg.model` on `train_ds`, keep the weights of the epoch with the lowest val loss.
+    `keep_epochs` also returns every epoch's weights (`epoch_states`; one process only).
+    With `checkpoint` (a file path), the training state is saved there every `checkpoint_every`
+    iterations and at each epoch end, and a training started with the same options on the same
+    rows resumes from it (mid-epoch: the batches already seen are skipped in the same order)."""
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, not {checkpoint_every}")
+    n, why = choose_processes(cfg.processes, resolve_device(cfg.device).type, len(train_ds) * cfg.epochs,
+                              cfg.batch_size)
+    cfg = replace(cfg, processes=n)
+    if keep_epochs and cfg.processes > 1:
+        raise ValueError("keep_epochs needs processes=1")
+    saving = (Path(checkpoint), checkpoint_every) if checkpoint is not None else None
+    if cfg.processes > 1:
+        result = _train_data_parallel(cfg, train_ds, val_ds, saving)
         for row in result.history:
             if on_epoch:
                 on_epoch(row)
-        return result
-    return _train(cfg, train_ds, val_ds, on_epoch)
+    else:
+        result = _train(cfg, train_ds, val_ds, on_epoch, keep_epochs=keep_epochs, saving=saving)
+    result.config["processes_choice"] = why
+    return result
+
+
+class _Resume:
+    """Where one rank picks up: the shared checkpoint, and this rank's running totals and RNG state."""
+
+    def __init__(self, main: dict, totals: list, rng: dict | None, fallback_seed: int) -> None:
+        self.main, self.totals, self.rng, self.fallback_seed = main, totals, rng, fallback_seed
+        self.epoch, self.iteration = int(main["epoch"]), int(main["iteration"])
+
+    def restore_rng(self) -> None:
+        if self.rng is not None:
+            ckpt_io.set_rng_state(self.rng)
+        else:  # a rank whose part was not written: reproducible, though not the interrupted stream
+            seed_everything(self.fallback_seed)
+
+
+class _Saver:
+    """Writes one net's checkpoint every `every` iterations and at each epoch end; rank 0 writes
+    the checkpoint, another rank its part (RNG state, running totals)."""
+
+    def __init__(self, saving: tuple[Path, int], identity: dict, rank: int, world: int) -> None:
+        (self.path, self.every), self.identity, self.rank, self.world = saving, identity, rank, world
+
+    def load(self, seed: int) -> _Resume | None:
+        main = ckpt_io.load(self.path, self.identity)
+        if main is None:
+            return None
+        if self.rank == 0:
+            return _Resume(main, main["totals"], main["rng"], seed)
+        if int(main["iteration"]) == 0:  # an epoch end: every rank's RNG state is in the checkpoint
+            return _Resume(main, [0.0, 0, 0, 0.0], main["rng_ranks"][self.rank], seed)
+        part = ckpt_io.load(ckpt_io.part_path(self.path, self.rank), self.identity)
+        if part is not None and part["epoch"] == main["epoch"] and (
+                part["iteration"] == main["iteration"] or (part["done"] and part["iteration"] <= main["iteration"])):
+            return _Resume(main, part["totals"], part["rng"], seed)
+        log.warning("rank %d: its part does not match the checkpoint (killed between the two writes): "
+                    "its running totals restart and its RNG is reseeded", self.rank)
+        return _Resume(main, [0.0, 0, 0, 0.0], None, seed + 1_000_003 * self.rank + int(main["iteration"]))
+
+    def save(self, epoch: int, iteration: int, totals: list, state: Callable[[], dict] | None = None,
+             done: bool = False, rng_ranks: list | None = None) -> None:
+        """Rank 0: the whole state (`state()` gives model, optimizer, ...); other ranks: their part."""
+        head = {"epoch": epoch, "iteration": iteration, "totals": totals, "rng": ckpt_io.rng_state()}
+        if self.rank == 0:
+            ranks = rng_ranks if rng_ranks is not None else [head["rng"]]
+            ckpt_io.save(self.path, {**head, **state(), "rng_ranks": ranks}, self.identity)
+        else:
+            ckpt_io.save(ckpt_io.part_path(self.path, self.rank), {**head, "done": done}, self.identity)
+
+
+def _skip(batches, n: int) -> int:
+    """Draw (and drop) up to `n` batches: those a resumed epoch already trained on."""
+    done = 0
+    for _ in range(n):
+        if next(batches, None) is None:
+            break
+        done += 1
+    return done
 
 
 def _train(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
-           on_epoch: Callable[[dict], None] | None = None, rank: int = 0, world: int = 1) -> TrainResult:
+           on_epoch: Callable[[dict], None] | None = None, rank: int = 0, world: int = 1,
+           keep_epochs: bool = False, saving: tuple[Path, int] | None = None) -> TrainResult:
     """The training loop; with world > 1 it runs in each of `world` processes of a gloo group, and
-    only rank 0 validates, logs and keeps the best weights."""
+    only rank 0 validates, logs and keeps the best weights. `saving` = (checkpoint path, every N
+    iterations): see train_model."""
     seed_everything(cfg.seed)
     # the caller's dataset is never changed: training shuffles a copy
     train_ds = copy.copy(train_ds)
@@ -297,26 +422,67 @@ def _train(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
                                  "bn_momentum": bn_momentum, "lr_step": step_n, "lr_plan": plan,
                                  "class_weights": weights})
     best_loss, best_state = math.inf, None
-    for epoch in range(cfg.epochs):
+    identity = {"config": asdict(cfg), "train_rows": n_train, "val_rows": len(val_ds), "processes": world}
+    saver = _Saver(saving, identity, rank, world) if saving else None
+    resume = saver.load(cfg.seed) if saver else None
+    start_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume.main["model"])
+        optimizer.load_state_dict(resume.main["optimizer"])
+        sched.load_state_dict(resume.main["scheduler"])
+        result.history, result.best_epoch = list(resume.main["history"]), int(resume.main["best_epoch"])
+        best_loss, best_state = float(resume.main["best_loss"]), resume.main["best_state"]
+        start_epoch = resume.epoch
+        result.config["resumed_from"] = {"epoch": resume.epoch, "iteration": resume.iteration}
+        if rank == 0 and resume.epoch >= cfg.epochs:
+            log.info("%s: its training had completed (checkpoint %s)", cfg.model, saver.path)
+        elif rank == 0:
+            log.info("%s: resuming from checkpoint %s at epoch %d/%d, iteration %d of %d (the batches "
+                     "before it are skipped in the same order)", cfg.model, saver.path,
+                     resume.epoch + 1, cfg.epochs, resume.iteration, iters_per_epoch)
+
+    def state() -> dict:  # what rank 0's checkpoint holds besides position, totals and RNG
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
+                "history": result.history, "best_epoch": result.best_epoch, "best_loss": best_loss,
+                "best_state": best_state}
+
+    for epoch in range(start_epoch, cfg.epochs):
         train_ds.set_epoch(epoch)
         model.train()
         prog = _Progress(n_train, f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}") if rank == 0 else None
-        tot_loss, tot_correct, seen = 0.0, 0, 0
+        here = resume if resume is not None and epoch == start_epoch else None
+        tot_loss, tot_correct, seen, spent = here.totals if here else (0.0, 0, 0, 0.0)
+        if here and not here.iteration:
+            here.restore_rng()  # as it was before this epoch's loader drew its seed
         t0 = time.perf_counter()
+        it = 0
         # ranks may get unequal shares of row groups: join() lets a rank that runs out shadow the others
         with (net.join() if world > 1 else contextlib.nullcontext()):
-            for batch in make_loader(stream, batch_size, loader_workers, device):
+            batches = iter(make_loader(stream, batch_size, loader_workers, device))
+            if here and here.iteration:
+                it = _skip(batches, here.iteration)
+                here.restore_rng()  # as it was after the last batch the checkpoint had trained on
+            for batch in batches:
                 loss_sum, correct = step(batch["image"], batch["label"])
                 sched.step()
                 n = len(batch["label"])
                 tot_loss, tot_correct, seen = tot_loss + loss_sum, tot_correct + correct, seen + n
+                it += 1
                 if prog:
                     prog.update(n * world, loss_sum / n)
+                if saver and it % saver.every == 0:
+                    saver.save(epoch, it, [tot_loss, tot_correct, seen, spent + time.perf_counter() - t0], state)
+            if saver and rank > 0:  # this rank's share is done; the others may still be training
+                saver.save(epoch, it, [tot_loss, tot_correct, seen, spent + time.perf_counter() - t0], done=True)
+        rng_ranks = None
         if world > 1:
             totals = torch.tensor([tot_loss, tot_correct, seen], dtype=torch.float64)
             torch.distributed.all_reduce(totals)
             tot_loss, tot_correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
-        train_time = time.perf_counter() - t0
+            if saver:  # every rank is here: gather their RNG states for the epoch-end checkpoint
+                rng_ranks = [None] * world
+                torch.distributed.all_gather_object(rng_ranks, ckpt_io.rng_state())
+        train_time = spent + time.perf_counter() - t0
         if prog:
             prog.close()
         if rank != 0:
@@ -335,9 +501,15 @@ def _train(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
                  row["val_loss"], row["val_acc"], row["images_per_s"])
         if on_epoch:
             on_epoch(row)
+        if keep_epochs:
+            result.epoch_states.append(copy.deepcopy(model.state_dict()))
         if val_loss < best_loss:  # selection on val only
             best_loss, best_state = val_loss, copy.deepcopy(model.state_dict())
             result.best_epoch = epoch + 1
+        if saver:
+            if rng_ranks is not None:
+                rng_ranks[0] = ckpt_io.rng_state()  # rank 0's after validation
+            saver.save(epoch + 1, 0, [0.0, 0, 0, 0.0], state, rng_ranks=rng_ranks)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -345,14 +517,14 @@ def _train(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
 
 
 def _data_parallel_worker(rank: int, world: int, port: int, cfg: TrainConfig, train_ds: ShardDataset,
-                          val_ds: ShardDataset, out_dir: str) -> None:
+                          val_ds: ShardDataset, out_dir: str, saving: tuple[Path, int] | None = None) -> None:
     import torch.distributed as dist
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        result = _train(cfg, train_ds, val_ds, rank=rank, world=world)
+        result = _train(cfg, train_ds, val_ds, rank=rank, world=world, saving=saving)
         if rank == 0:
             torch.save(result.model.state_dict(), os.path.join(out_dir, "best.pt"))
             meta = {"history": result.history, "best_epoch": result.best_epoch, "lr_step": result.lr_step,
@@ -364,7 +536,8 @@ def _data_parallel_worker(rank: int, world: int, port: int, cfg: TrainConfig, tr
         dist.destroy_process_group()
 
 
-def _train_data_parallel(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset) -> TrainResult:
+def _train_data_parallel(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
+                         saving: tuple[Path, int] | None = None) -> TrainResult:
     """Run `_train` in `cfg.processes` spawned processes; rank 0's best weights come back by file,
     loaded with weights_only=True like any other weights."""
     import torch.multiprocessing as mp
@@ -373,7 +546,7 @@ def _train_data_parallel(cfg: TrainConfig, train_ds: ShardDataset, val_ds: Shard
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="mesodata-ddp-") as out_dir:
-        mp.spawn(_data_parallel_worker, args=(cfg.processes, port, cfg, train_ds, val_ds, out_dir),
+        mp.spawn(_data_parallel_worker, args=(cfg.processes, port, cfg, train_ds, val_ds, out_dir, saving),
                  nprocs=cfg.processes, join=True)
         with open(os.path.join(out_dir, "result.json")) as f:
             meta = json.load(f)
