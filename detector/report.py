@@ -136,7 +136,13 @@ def _header(metrics: dict) -> list[str]:
           f"{(data.get('train_frames') or 0) - (data.get('train_originals') or 0)} augmented copies), "
           f"{data.get('val_frames')} val frames, {test.get('frames')} test frames in {test.get('videos')} videos.",
           ]
+    if cfg.get("processes_choice"):
+        md.append(f"- Training processes: {cfg.get('processes')} ({cfg['processes_choice']}).")
     for name, m in metrics.get("models", {}).items():
+        resumed = (m.get("config") or {}).get("resumed_from")
+        if resumed:
+            md.append(f"- {DISPLAY_NAMES.get(name, name)}: resumed after an interruption from its checkpoint "
+                      f"({resumed['epoch']} whole epochs and {resumed['iteration']} iterations done).")
         plan = m.get("lr_plan") or {}
         if plan:
             floor = (f"floor reached at iteration {plan['floor_iteration']} (epoch {plan['floor_epoch']:.2f}; "

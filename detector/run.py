@@ -31,7 +31,8 @@ from .data import RowFilter, ShardDataset, require_shards, shard_files
 from .infer import FEATURE_KINDS, resolve_device, save_weights, score_loader
 from .models import MODEL_NAMES, count_parameters
 from .svm import MAX_TRAIN, fit_svm_head, save_svm, svm_scores
-from .train import BALANCES, LOSSES, LR_SCHEDULES, TrainConfig, make_loader, train_model
+from .train import (BALANCES, CHECKPOINT_EVERY, LOSSES, LR_SCHEDULES, TrainConfig, choose_processes, make_loader,
+                    train_model)
 
 __all__ = ["ALL_MODELS", "SVM_TRAIN", "parse_models", "parse_seeds", "train_and_evaluate",
            "train_seeds", "svm_training_set", "shards_fingerprint", "run_request"]
@@ -43,6 +44,9 @@ SVM_BASE = "mesoinception4"
 # augmented copy too (what the net was trained on).
 SVM_TRAIN = ("originals", "all")
 N_BOOT = 1000
+# In an unfinished run's temp folder: the request it trains for and each net's checkpoint
+# (seed-<s>/<net>.pt); removed before the run is renamed into place.
+RESUME_DIR = ".resume"
 
 
 def parse_models(text: str) -> list[str]:
@@ -130,14 +134,18 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
                        train_sources: Sequence[str] | None = None,
                        test_sources: Sequence[str] | None = None,
                        svm_max_train: int = MAX_TRAIN, svm_train: str = "originals",
-                       out: str | Path | None = None, n_boot: int = N_BOOT, overwrite: bool = False) -> dict:
+                       out: str | Path | None = None, n_boot: int = N_BOOT, overwrite: bool = False,
+                       checkpoints: str | Path | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
+                       processes_choice: str | None = None) -> dict:
     """Train, select on val, evaluate on test; write weights, svm.skops, metrics.json, report.md
     and plots to `out`. Returns the metrics dict (with "table"). Without `out`, the run goes to
-    WORK/detector/<run>/ as `train_seeds` puts it there: trained beside it, renamed in when whole."""
+    WORK/detector/<run>/ as `train_seeds` puts it there: trained beside it, renamed in when whole.
+    With `checkpoints` (a folder), each net's training checkpoints there and resumes from it."""
     if out is None:
         return train_seeds(work, run, [cfg.seed], models, cfg, svm_features=svm_features,
                            train_sources=train_sources, test_sources=test_sources, svm_max_train=svm_max_train,
-                           svm_train=svm_train, n_boot=n_boot, overwrite=overwrite)
+                           svm_train=svm_train, n_boot=n_boot, overwrite=overwrite,
+                           checkpoint_every=checkpoint_every)
     work = Path(work)
     _check_choices(cfg, svm_features, svm_train)
     train_files, val_files, test_files = (require_shards(work, s) for s in ("train", "val", "test"))
@@ -150,6 +158,8 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if cfg.processes == "auto" or processes_choice is None:
+        cfg, processes_choice = _settle_processes(cfg, train_ds)
 
     nets = [m for m in MODEL_NAMES if m in models or (m == SVM_BASE and "mesoinception4+svm" in models)]
     shared = {k: v for k, v in asdict(cfg).items() if k not in ("model", "lr_step")}
@@ -157,7 +167,7 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
                                 "trained_nets": nets, "svm_features": svm_features, "svm_train": svm_train,
                                 "train_sources": list(tr_src or []), "test_sources": list(te_src or []),
                                 "run": run, "threshold_rule": evaluate.THRESHOLD_RULE,
-                                "bootstrap": n_boot,
+                                "bootstrap": n_boot, "processes_choice": processes_choice,
                                 "note": "model name, lr step and schedule as run: models.<name>.config"},
                      "data": {"train_frames": len(train_ds),
                               "train_originals": len(_dataset(train_files, "train", tr_src)),
@@ -166,7 +176,8 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
     trained = {}
     for name in nets:
         t0 = time.perf_counter()
-        res = train_model(replace(cfg, model=name), train_ds, val_ds)
+        res = train_model(replace(cfg, model=name), train_ds, val_ds, checkpoint_every=checkpoint_every,
+                          checkpoint=Path(checkpoints) / f"{name}.pt" if checkpoints else None)
         trained[name] = res
         save_weights(res.model, name, out / f"{name}.pt")
         plan = res.config.get("lr_plan", {})
@@ -175,7 +186,8 @@ def train_and_evaluate(work: str | Path, run: str = "default", models: Sequence[
                        "batch_size": cfg.batch_size, "seed": cfg.seed, "lr": cfg.lr, "lr_min": cfg.lr_min,
                        "lr_schedule": cfg.lr_schedule, "lr_step": res.lr_step,
                        "bn_momentum": res.config["bn_momentum"], "device": res.config.get("device"),
-                       "class_weights": res.config.get("class_weights")},
+                       "class_weights": res.config.get("class_weights"), "processes": res.config.get("processes"),
+                       "resumed_from": res.config.get("resumed_from")},
             "lr_plan": plan, "params": count_parameters(res.model), "history": res.history,
             "best_epoch": res.best_epoch, "lr_step": res.lr_step, "bn_momentum": res.config["bn_momentum"],
             "train_seconds": time.perf_counter() - t0, "weights": f"{name}.pt"}
@@ -238,6 +250,13 @@ def _score_model(name, trained, ds, cfg, device, svm_features, desc=None):
     return frame
 
 
+def _settle_processes(cfg: TrainConfig, train_ds: ShardDataset) -> tuple[TrainConfig, str]:
+    """`cfg` with its training processes as a count (choose_processes' rule), and why."""
+    n, why = choose_processes(cfg.processes, resolve_device(cfg.device).type, len(train_ds) * cfg.epochs,
+                              cfg.batch_size)
+    return replace(cfg, processes=n), why
+
+
 def shards_fingerprint(work: str | Path) -> str:
     """What the run was trained and tested on: every shard file's path under WORK/shards, size
     and last 64 KiB (a Parquet footer: row groups, statistics). No absolute paths, no mtimes."""
@@ -283,15 +302,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clear_stale_temps(final: Path) -> None:
+def _stale_temps(final: Path) -> list[Path]:
     """Temp dirs of trainings that were killed (their process is gone)."""
+    out = []
     for d in final.parent.glob(f".{final.name}.tmp-*"):
         try:
             pid = int(d.name.rsplit("-", 1)[1])
         except ValueError:
             continue
         if not _pid_alive(pid):
-            shutil.rmtree(d, ignore_errors=True)
+            out.append(d)
+    return out
+
+
+def _resume_request(tmp: Path) -> dict | None:
+    try:
+        return json.loads((tmp / RESUME_DIR / "request.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _adopt_unfinished(final: Path, request: dict, tmp: Path) -> bool:
+    """Take over the temp dir of a killed training of the same request (renamed to `tmp`), so its
+    checkpoints resume; the temp dirs of other killed trainings go."""
+    adopted = False
+    for d in _stale_temps(final):
+        if not adopted and _resume_request(d) == request:
+            try:
+                os.rename(d, tmp)  # atomic: of two re-runs racing for it, one wins
+                adopted = True
+                log.info("resuming the unfinished run %s from its checkpoints (%s)", final.name, d.name)
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(d, ignore_errors=True)
+    return adopted
 
 
 def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequence[str] = ALL_MODELS,
@@ -309,6 +354,10 @@ def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequen
     _check_choices(cfg, kwargs.get("svm_features", "hidden16"), kwargs.get("svm_train", "originals"))
     work = Path(work)
     final = work / "detector" / run
+    train_files = shard_files(work, "train")
+    if train_files:  # (without shards, train_and_evaluate says what to run)
+        cfg, kwargs["processes_choice"] = _settle_processes(
+            cfg, _dataset(train_files, "train", _sources(kwargs.get("train_sources")), augmentations=None))
     request = run_request(work, seeds, models, cfg, **kwargs)
     if final.exists() or final.is_symlink():
         old = _recorded(final)
@@ -322,11 +371,13 @@ def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequen
             raise UserError(f"run {run!r} already exists at {final} ({why}): "
                             "pass --overwrite to replace it, or choose another --run")
     final.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale_temps(final)
     tmp = final.parent / f".{run}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    if not _adopt_unfinished(final, request, tmp):
+        write_json(tmp / RESUME_DIR / "request.json", request)
     try:
         metrics = _train_seeds_into(tmp, work, run, seeds, models, cfg, request, **kwargs)
+        shutil.rmtree(tmp / RESUME_DIR)  # the checkpoints go with the unfinished run
         if final.exists() or final.is_symlink():
             trash = final.parent / f".{run}.old-{os.getpid()}"
             shutil.rmtree(trash, ignore_errors=True)
@@ -340,17 +391,32 @@ def train_seeds(work: str | Path, run: str, seeds: Sequence[int], models: Sequen
     return metrics
 
 
+def _finished_seed(folder: Path) -> dict | None:
+    """A seed's metrics from the unfinished run this one resumes (same request), if it completed."""
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _train_seeds_into(out: Path, work: Path, run: str, seeds: list[int], models, cfg: TrainConfig,
                       request: dict, **kwargs) -> dict:
     if len(seeds) == 1:
-        metrics = train_and_evaluate(work, run, models, replace(cfg, seed=seeds[0]), out=out, **kwargs)
+        metrics = train_and_evaluate(work, run, models, replace(cfg, seed=seeds[0]), out=out,
+                                     checkpoints=out / RESUME_DIR / f"seed-{seeds[0]}", **kwargs)
         metrics["request"] = request
         write_json(out / "metrics.json", metrics)
         return metrics
     per_seed = {}
     for s in seeds:
+        done = _finished_seed(out / f"seed-{s}")
+        if done is not None:
+            log.info("seed %d of %s: complete in the resumed run", s, seeds)
+            per_seed[s] = done
+            continue
         log.info("seed %d of %s", s, seeds)
-        per_seed[s] = train_and_evaluate(work, run, models, replace(cfg, seed=s), out=out / f"seed-{s}", **kwargs)
+        per_seed[s] = train_and_evaluate(work, run, models, replace(cfg, seed=s), out=out / f"seed-{s}",
+                                         checkpoints=out / RESUME_DIR / f"seed-{s}", **kwargs)
     summary = report.seed_summary(per_seed)
     first = per_seed[seeds[0]]
     metrics = {"config": {**first["config"], "seed": None, "seeds": seeds}, "data": first["data"],
