@@ -173,7 +173,9 @@ def study(out: Path, seeds: list[int], losses: list[str], epochs: int, draws: in
     work = out / "work"
     results = []
     for loss, seed in itertools.product(losses, seeds):
-        run = study_one(work, TrainConfig(epochs=epochs, loss=loss, seed=seed))
+        # one training process: keeping every epoch's weights needs it (the product's default,
+        # processes auto, trains these shards in 2 data-parallel processes: same updates, other sums)
+        run = study_one(work, TrainConfig(epochs=epochs, loss=loss, seed=seed, processes=1))
         full = select(run, np.ones(len(run["val"]), bool), loss)
         row = {"loss": loss, "seed": seed, "train_s": run["train_s"], "product_best_epoch": run["res"].best_epoch,
                "val_frames": len(run["val"]), "val_videos": int(run["val"]["video_id"].nunique()),
