@@ -1,0 +1,347 @@
+"""Benchmark: the full combined benchmark (FF++ c23 + DFD, Celeb-DF v2, DFDC preview: 21,210 videos)
+stage by stage on 2 cores: wall, CPU, peak memory of the process tree, disk; measured where it
+can be run here, extrapolated where not (the table says which, and how).
+
+    python tests/benchmarks/bench_scale.py OUT [--what subset,count,table] [--per-group 2] \\
+        [--counts 1000,21210] [--count-frames 1] [--frames 32] [--workers 2]
+
+subset  Real videos at the releases' sizes and lengths (tests/benchmarks/standin.py: `--per-group`
+        of each of the 13 groups, e.g. FF++ FaceSwap, DFD fakes, Celeb-DF YouTube reals), then every
+        stage as the commands run it (manifest, faces --frames F, dedupe, split, shards with the
+        paper's augmentations, both exports), each in its own process on `--workers` workers. The
+        faces unit is wrapped to log each video's own wall and CPU seconds.
+count   The full layout at each of `--counts` videos (the same mix, thinned), every file a hard link
+        of a 1 s real clip so the manifest probes real files; the faces stage's output SYNTHETIC
+        (standin.synthetic_unit: `--count-frames` distinct real-face crops per video, written by the
+        runner as the stage writes its parts), then dedupe, split, shards, exports for real.
+table   OUT/table.md: at full counts (21,210 videos x F frames):
+        manifest  measured at the full count;
+        faces     extrapolated: per-video CPU = a + b x pixels decoded, fitted on the subset's
+                  videos, summed over all 21,210 videos' drawn sizes and lengths; wall = that CPU
+                  over the subset run's measured parallelism; memory measured (subset, and the
+                  client at the full count with synthetic parts);
+        dedupe, split, shards, exports: the count run at the full count (1 crop per video) plus the
+                  per-crop CPU measured on the subset for the remaining crops (crops = videos x F x
+                  the subset's face yield); memory measured at 1k and full count, its per-row
+                  slope extrapolated to the full crop count.
+Each stage runs in a subprocess; its whole process tree's RSS is sampled every 0.1 s with psutil
+(peak = the largest sum), CPU = every process's last user + system seconds. Disk = bytes the stage
+added under the work dir (and the export folder). The machine's load average is recorded per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.benchmarks import standin  # noqa: E402
+
+SOURCES = ["celebdf", "dfdc", "ff++"]
+SPLITS = Path("/work/shared/datasets/faceforensics")  # the official FF++ pairs, when present
+STAGES = ("manifest", "faces", "dedupe", "split", "shards", "export-deepfakebench", "export-imagefolder")
+FULL = 21_210
+
+
+# --- one stage, in a child process --------------------------------------------------------------
+def run_child(work: Path, stage: str, cfg: dict) -> None:
+    """Run one stage as `mesodata build`/`split`/`export-dataset` would (same parameters)."""
+    from dataclasses import replace
+
+    from mesodata.pipeline.runner import LocalExecutor, Work, run_stage
+    from mesodata.pipeline.stages import dedupe, export, faces, manifest, shards, split
+
+    w, k = Work(work), cfg["workers"]
+    if stage.startswith("export-"):
+        fmt = stage.split("-", 1)[1]
+        run_stage(w, export.STAGES[fmt], {"out": cfg["export_dir"] + "/" + fmt}, workers=k)
+        return
+    ex = LocalExecutor(k)
+    try:
+        if stage == "manifest":
+            run_stage(w, manifest.STAGE, {"data_root": cfg["data"], "sources": SOURCES, "overrides": None,
+                                          "compression": "c23", "ff_splits": None}, workers=k, executor=ex)
+        elif stage == "faces":
+            sd = faces.STAGE
+            if cfg.get("synthetic"):
+                sd = replace(sd, unit=standin.synthetic_unit)
+            elif cfg.get("times"):
+                sd = replace(sd, unit=standin.timed_unit)
+            run_stage(w, sd, {"frames": cfg["frames"]}, workers=k, executor=ex)
+        elif stage == "dedupe":
+            run_stage(w, dedupe.STAGE, {}, workers=k, executor=ex)
+        elif stage == "split":
+            run_stage(w, split.STAGE, {"seed": 0, "ratios": [70, 20, 10], "protocol": "default",
+                                       "join_duplicates": "near"})
+        elif stage == "shards":
+            run_stage(w, shards.STAGE, {"shard_size": 256 * 2**20, "augment": "paper", "perturb_test": False,
+                                        "seed": 0}, workers=k, executor=ex)
+    finally:
+        ex.close()
+
+
+# --- measuring a child ----------------------------------------------------------------------------
+def _size(path: Path) -> int:
+    total = 0
+    for d, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def measure(work: Path, stage: str, cfg: dict, log: Path) -> dict:
+    """Wall, CPU and peak RSS of the stage's process tree, and the bytes it added."""
+    disk0 = _size(work) + _size(Path(cfg["export_dir"]))
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}",
+           "BENCH_SCALE_TIMES": cfg.get("times", "")}
+    cmd = [sys.executable, __file__, "_child", str(work), stage, json.dumps(cfg)]
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {stage}\n")
+        fh.flush()
+        proc = psutil.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        peak, cpu = 0, {}
+        while proc.poll() is None:
+            rss = 0
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                tree = [proc]
+            for p in tree:
+                try:
+                    with p.oneshot():
+                        rss += p.memory_info().rss
+                        t = p.cpu_times()
+                        cpu[p.pid] = t.user + t.system
+                except psutil.Error:
+                    pass
+            peak = max(peak, rss)
+            time.sleep(0.1)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{stage} failed (exit {proc.returncode}); see {log}")
+    return {"stage": stage, "wall_s": wall, "cpu_s": sum(cpu.values()), "peak_mib": peak / 2**20,
+            "disk_bytes": _size(work) + _size(Path(cfg["export_dir"])) - disk0, "processes": len(cpu),
+            "load": [load0, os.getloadavg()[0]]}
+
+
+def run_all(out: Path, data: Path, name: str, cfg: dict) -> list[dict]:
+    work, log = out / f"{name}-work", out / f"{name}.log"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(out / f"{name}-export", ignore_errors=True)
+    cfg = {**cfg, "data": str(data), "export_dir": str(out / f"{name}-export")}
+    rows = []
+    for stage in STAGES:
+        r = measure(work, stage, cfg, log)
+        rows.append(r)
+        print(f"  {name} {stage}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, {r['peak_mib']:.0f} MiB, "
+              f"{r['disk_bytes'] / 1e6:.1f} MB (load {r['load'][0]:.1f})", flush=True)
+    rows.append({"stage": "_counts", **counts(work)})
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def counts(work: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    from mesodata.pipeline.runner import Work
+    from mesodata.pipeline.stages import faces
+
+    m = pq.read_table(work / "manifest.parquet", columns=["status"]).column(0).to_pylist()
+    status = faces.read(Work(work), columns=["status"]).column(0).to_pylist()
+    return {"videos": len(m), "videos_ok": sum(s == "ok" for s in m), "rows": len(status),
+            "crops": sum(s == "face" for s in status)}
+
+
+# --- the two runs -------------------------------------------------------------------------------
+def subset_run(out: Path, args) -> None:
+    plan = standin.subset(standin.combined(0, SPLITS), args.per_group)
+    data = out / "subset-data"
+    t0 = time.perf_counter()
+    standin.write_real(data, plan)
+    (out / "subset-plan.json").write_text(json.dumps(
+        {v.rel: {"group": v.group, "size": v.size, "frames": v.frames} for v in plan.videos}))
+    print(f"subset: {len(plan.videos)} real videos written in {time.perf_counter() - t0:.0f} s", flush=True)
+    times = out / "subset-times"
+    shutil.rmtree(times, ignore_errors=True)
+    times.mkdir()
+    run_all(out, data, "subset", {"workers": args.workers, "frames": args.frames, "times": str(times)})
+
+
+def count_run(out: Path, args, n: int) -> None:
+    full = standin.combined(0, SPLITS)
+    plan = standin.thin(full, n)
+    data = out / f"count-{n}-data"
+    clips = out / "clips"
+    clips.mkdir(parents=True, exist_ok=True)
+    clip = [standin.tiny_clip(clips / f"c{k}.mp4", k) if not (clips / f"c{k}.mp4").exists() else clips / f"c{k}.mp4"
+            for k in range(4)]
+    if not data.exists():
+        standin.write_links(data, plan, clip)
+    print(f"count {n}: {len(plan.videos)} linked videos", flush=True)
+    run_all(out, data, f"count-{n}", {"workers": args.workers, "frames": args.count_frames, "synthetic": True})
+
+
+def floor_run(out: Path) -> None:
+    """The decode floor per subset video (PyAV, one thread, every frame; then only reference frames;
+    then only keyframes): what the faces stage cannot go below while it decodes every frame."""
+    import av
+
+    plan = json.loads((out / "subset-plan.json").read_text())
+    rows = []
+    for rel, v in plan.items():
+        r = {"rel": rel, "px": v["size"][0] * v["size"][1] * v["frames"]}
+        for skip in ("DEFAULT", "NONREF", "NONKEY"):
+            c0 = time.process_time()
+            with av.open(str(out / "subset-data" / rel)) as c:
+                st = c.streams.video[0]
+                st.codec_context.skip_frame = skip
+                r[f"{skip}_frames"] = sum(1 for _ in c.decode(st))
+            r[f"{skip}_cpu_s"] = time.process_time() - c0
+        rows.append(r)
+    (out / "floor.json").write_text(json.dumps(rows, indent=1))
+    print(f"decode floor measured on {len(rows)} videos", flush=True)
+
+
+def floor_model(out: Path) -> dict:
+    rows = json.loads((out / "floor.json").read_text())
+    px = sum(r["px"] for r in rows)
+    full = sum(v.size[0] * v.size[1] * v.frames for v in standin.combined(0, SPLITS).videos)
+    return {k: sum(r[f"{k}_cpu_s"] for r in rows) / px * full for k in ("DEFAULT", "NONREF", "NONKEY")} | {
+        "mpx_per_s": px / sum(r["DEFAULT_cpu_s"] for r in rows) / 1e6,
+        "nonref_frames": sum(r["NONREF_frames"] for r in rows) / sum(r["DEFAULT_frames"] for r in rows)}
+
+
+# --- the table ----------------------------------------------------------------------------------
+def _rows(path: Path) -> dict[str, dict]:
+    return {r["stage"]: r for r in json.loads(path.read_text())}
+
+
+def faces_model(out: Path) -> dict:
+    """Per-video faces CPU = a + b * pixels decoded (least squares on the subset), and its sum at full counts."""
+    plan = json.loads((out / "subset-plan.json").read_text())
+    xs, ys, walls = [], [], []
+    for f in (out / "subset-times").glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            rel = r["path"].split("subset-data/", 1)[1]
+            w, h = plan[rel]["size"]
+            xs.append(w * h * plan[rel]["frames"])
+            ys.append(r["cpu_s"])
+            walls.append(r["wall_s"])
+    x, y = np.array(xs, float), np.array(ys, float)
+    b, a = np.polyfit(x, y, 1)
+    full = standin.combined(0, SPLITS)
+    px = np.array([v.size[0] * v.size[1] * v.frames for v in full.videos], float)
+    resid = y - (a + b * x)
+    return {"a_s": a, "b_s_per_mpx": b * 1e6, "videos": len(x), "r2": 1 - resid.var() / y.var(),
+            "full_cpu_s": float((a + b * px).sum()), "full_gpx": px.sum() / 1e9,
+            "subset_cpu_per_video": float(y.mean()), "subset_wall_per_video": float(np.mean(walls)),
+            "median_wall_per_video": float(np.median(walls))}
+
+
+def _t(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def table(out: Path, counts_: list[int]) -> str:
+    sub = _rows(out / "subset.json")
+    big, small = max(counts_), min(counts_)
+    cb, cs = _rows(out / f"count-{big}.json"), _rows(out / f"count-{small}.json")
+    sc, nb, ns = sub["_counts"], cb["_counts"]["videos"], cs["_counts"]["videos"]
+    fm = faces_model(out)
+    yield_ = sc["crops"] / sc["rows"]
+    per_video = sc["rows"] / sc["videos"]
+    full_crops = FULL * per_video * yield_
+    k = FULL / nb  # count run -> full count, linear in videos
+    lines = [f"{FULL:,} videos x {per_video:.0f} frames, ~{full_crops / 1e3:,.0f}k face crops (the subset's face "
+             f"yield, {100 * yield_:.0f} %), 2 workers:", "",
+             "| stage | wall | CPU | peak memory, {:,} → {:,} videos | disk | how |".format(ns, nb),
+             "|---|---|---|---|---|---|"]
+    tot = [0.0, 0.0, 0.0]
+    for st in STAGES:
+        b, s_, u = cb[st], cs[st], sub[st]
+        par = u["cpu_s"] / u["wall_s"]  # the subset run's parallelism on this loaded machine
+        if st == "manifest":
+            cpu, wall, disk = b["cpu_s"] * k, b["wall_s"] * k, b["disk_bytes"] * k
+            how = f"measured at {nb:,} videos (1 s clips, real files), x{k:.2f} linear"
+        elif st == "faces":
+            cpu = fm["full_cpu_s"]
+            wall = cpu / par
+            disk = u["disk_bytes"] / sc["crops"] * full_crops
+            how = (f"extrapolated: per video {fm['a_s']:.2f} s + {1e3 * fm['b_s_per_mpx']:.2f} ms per Mpx decoded "
+                   f"(fit on the subset's {fm['videos']} real-size videos, R² {fm['r2']:.2f}) over "
+                   f"{fm['full_gpx'] / 1e3:.1f} Tpx; wall = CPU / {par:.2f} (the subset's parallelism)")
+        else:
+            per_crop = u["cpu_s"] / sc["crops"]
+            extra = max(full_crops - cb["_counts"]["crops"] * k, 0)
+            cpu = b["cpu_s"] * k + per_crop * extra
+            wall = b["wall_s"] * k + per_crop * extra / par
+            disk = b["disk_bytes"] * k + u["disk_bytes"] / sc["crops"] * extra
+            how = (f"measured at {nb:,} videos x 1 crop, x{k:.2f}; + {extra / 1e3:,.0f}k crops at the subset's "
+                   f"{1e3 * per_crop:.0f} ms CPU/crop")
+        mem = f"{s_['peak_mib']:.0f} → {b['peak_mib']:.0f} MiB (x{b['peak_mib'] / s_['peak_mib']:.2f})"
+        if st == "faces":
+            mem += f"; {u['peak_mib']:.0f} on real videos"
+        tot = [tot[0] + wall, tot[1] + cpu, tot[2] + disk]
+        lines.append(f"| {st} | {_t(wall)} | {_t(cpu)} | {mem} | {disk / 1e9:.1f} GB | {how} |")
+    lines.append(f"| **all** | **{_t(tot[0])}** | **{_t(tot[1])}** | | **{tot[2] / 1e9:.0f} GB** | |")
+    loads = [r["load"][0] for r in (*sub.values(), *cb.values(), *cs.values()) if "load" in r]
+    lines += ["", f"Faces on the subset: {fm['subset_cpu_per_video']:.1f} s CPU per video (mean), "
+              f"{fm['median_wall_per_video']:.1f} s wall (median). Load average {min(loads):.0f}-{max(loads):.0f} "
+              f"on the 2 cores during the runs (shared machine): CPU is the steadier figure; an idle machine's wall "
+              f"is about CPU / 2 ({_t(tot[1] / 2)} in all)."]
+    if (out / "floor.json").exists():
+        f = floor_model(out)
+        lines.append(f"Decode floor (PyAV, every frame, {f['mpx_per_s']:.0f} Mpx/s on one core): {_t(f['DEFAULT'])} "
+                     f"CPU for the whole benchmark; decoding only reference frames {_t(f['NONREF'])} "
+                     f"({100 * f['nonref_frames']:.0f} % of frames), only keyframes {_t(f['NONKEY'])}.")
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        run_child(Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--what", default="subset,floor,count,table")
+    ap.add_argument("--per-group", type=int, default=2, help="real videos per group (13 groups) in the subset")
+    ap.add_argument("--counts", default="1000,10000", help=f"count runs (the mix thinned; {FULL} for all)")
+    ap.add_argument("--count-frames", type=int, default=1, help="synthetic crops per video in the count runs")
+    ap.add_argument("--frames", type=int, default=32, help="faces --frames on the subset (the default)")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    what = args.what.split(",")
+    ns = [int(n) for n in args.counts.split(",")]
+    if "subset" in what:
+        subset_run(args.out, args)
+    if "floor" in what:
+        floor_run(args.out)
+    if "count" in what:
+        for n in ns:
+            count_run(args.out, args, n)
+    if "table" in what:
+        print(table(args.out, ns))
+
+
+if __name__ == "__main__":
+    main()
