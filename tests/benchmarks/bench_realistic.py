@@ -172,7 +172,7 @@ def select(run: dict, mask: np.ndarray, loss: str) -> dict:
 def study(out: Path, seeds: list[int], losses: list[str], epochs: int, draws: int) -> dict:
     work = out / "work"
     results = []
-    for loss, seed in itertools.product(losses, seeds):
+    for seed, loss in itertools.product(seeds, losses):  # seed by seed: a cut-short study still pairs the losses
         # one training process: keeping every epoch's weights needs it (the product's default,
         # processes auto, trains these shards in 2 data-parallel processes: same updates, other sums)
         run = study_one(work, TrainConfig(epochs=epochs, loss=loss, seed=seed, processes=1))
@@ -191,7 +191,7 @@ def study(out: Path, seeds: list[int], losses: list[str], epochs: int, draws: in
                    for stat, f in (("median", statistics.median), ("min", min), ("mean", statistics.fmean))}}
         results.append(row)
         print(json.dumps(row, default=str), flush=True)
-    (out / "study.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "study.json").write_text(json.dumps(results, indent=1, default=str))
     md = ["| loss | seed | selected epoch | MesoInception-4 frame AUC % | video AUC % | + SVM frame AUC % | video AUC % | SVM C, gamma |",
           "|---|---|---|---|---|---|---|---|"]
     for r in results:
