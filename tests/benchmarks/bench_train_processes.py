@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -80,7 +79,7 @@ def main() -> None:
           f"| {args.processes} processes x 1 thread (DDP) | {mn:.1f} | {', '.join(f'{v:.1f}' for v in many)} |\n"
           f"ratio {mn / m1:.2f}x")
 
-    print(f"\n2. end to end, train_model, 1 epoch")
+    print("\n2. end to end, train_model, 1 epoch")
     with tempfile.TemporaryDirectory(prefix="bench-procs-") as d:
         write_sample_shards(d, videos={"train": args.videos, "val": 3, "test": 2}, frames=8, perturbed=())
         train = ShardDataset(shard_files(d, "train"), RowFilter(split="train", augmentations=None))

@@ -98,7 +98,7 @@ def test_a_killed_training_resumes_mid_epoch_and_ends_as_if_never_interrupted(wo
     assert epoch == 1 and 0 < iteration < 12, (epoch, iteration)  # mid-way through the second epoch
 
     log = _train(work, "cut")
-    assert f"resuming from checkpoint" in log and f"at epoch 2/2, iteration {iteration} of 12" in log, log
+    assert "resuming from checkpoint" in log and f"at epoch 2/2, iteration {iteration} of 12" in log, log
     run = work / "detector" / "cut"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["models"]["meso4"]["config"]["resumed_from"] == {"epoch": 1, "iteration": iteration}
