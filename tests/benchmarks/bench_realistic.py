@@ -73,8 +73,9 @@ def run_commands(out: Path, scale: str, seed: int, frames: int | None, epochs: i
     rows = {}
     for name in MODELS:
         t = m["models"][name]["test"]
-        rows[name] = {"frame_auc": t["frame"]["auc"], "frame_auc_ci": t["frame"].get("auc_ci"),
-                      "video_auc": t["video"]["auc"], "video_auc_ci": t["video"].get("auc_ci"),
+        ci = t.get("bootstrap", {})
+        rows[name] = {"frame_auc": t["frame"]["auc"], "frame_auc_ci": ci.get("frame"),
+                      "video_auc": t["video"]["auc"], "video_auc_ci": ci.get("video"),
                       "frame_bacc": t["frame"]["bacc"], "best_epoch": m["models"][name].get("best_epoch"),
                       "svm": m["models"][name].get("svm", {}).get("best")}
     result = {"fixture": {"scale": scale, "seed": seed}, "build_frames": frames or "default (32)",
@@ -86,10 +87,15 @@ def run_commands(out: Path, scale: str, seed: int, frames: int | None, epochs: i
           f"train-detector --epochs {epochs}; train {m['data']['train_frames']} rows "
           f"({m['data']['train_originals']} originals), val {m['data']['val_frames']}, "
           f"test {m['data']['test']['frames']} frames / {m['data']['test']['videos']} videos.", "",
-          "| model | test frame AUC % | video AUC % | frame bACC % at 0.5 | selected |", "|---|---|---|---|---|"]
+          "| model | test frame AUC % [95 % CI] | video AUC % [95 % CI] | frame bACC % at 0.5 | selected |",
+          "|---|---|---|---|---|"]
+
+    def pct(x, ci):
+        return f"{100 * x:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
     for name, r in rows.items():
         sel = f"epoch {r['best_epoch']}" if r["best_epoch"] else f"C {r['svm']['C']}, gamma {r['svm']['gamma']}"
-        md.append(f"| {name} | {100 * r['frame_auc']:.1f} | {100 * r['video_auc']:.1f} | "
+        md.append(f"| {name} | {pct(r['frame_auc'], r['frame_auc_ci'])} | {pct(r['video_auc'], r['video_auc_ci'])} | "
                   f"{100 * r['frame_bacc']:.1f} | {sel} |")
     (out / "run.md").write_text("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
