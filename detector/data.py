@@ -4,6 +4,10 @@
 Work is split by (file, row group): every DataLoader worker on every rank reads a disjoint set of
 row groups, so one pass over the loader yields each selected row exactly once. Memory stays
 bounded: one row group plus an optional shuffle buffer of `shuffle_buffer` decoded images.
+
+Shards written with `augment_storage` "on-read" hold train copies as rows without an image: each
+row group holds whole families (an original and its copies), so a copy is made here from its
+original in the same row group with the recorded parameters, the pixels a materialized copy holds.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mesodata.pipeline import cells
+from mesodata.pipeline import augment, cells
 from mesodata.pipeline.errors import UserError
-from mesodata.pipeline.stages.shards import hf_split, shard_files
+from mesodata.pipeline.stages.shards import hf_split, shard_files, storage_info
 
 __all__ = ["ShardDataset", "RowFilter", "shard_files", "require_shards", "to_tensor", "META_COLUMNS"]
 
@@ -148,22 +152,27 @@ class ShardDataset(IterableDataset):
         return units[shard::nshards], random.Random(f"{self.seed}:{self.epoch}:{shard}")
 
     def _rows(self, units: list[tuple[int, int]]) -> Iterator[dict]:
-        cols = ["image", *META_COLUMNS, *self.row_filter.columns]
+        cols = ["image", "aug_params", *META_COLUMNS, *self.row_filter.columns]
         cols = list(dict.fromkeys(cols))
-        open_file: tuple[int, pq.ParquetFile] | None = None
+        open_file: tuple[int, pq.ParquetFile, dict | None] | None = None
         for fi, rg in units:
             if open_file is None or open_file[0] != fi:
-                open_file = (fi, pq.ParquetFile(self.files[fi]))
+                pf = pq.ParquetFile(self.files[fi])
+                open_file = (fi, pf, storage_info(pf.schema_arrow.metadata))
             table = open_file[1].read_row_group(rg, columns=cols)
+            copies = _Copies(table, open_file[2], self.files[fi])
             mask = self.row_filter.mask(table)
             if mask is not None:
                 table = table.filter(mask)
             images = table["image"].combine_chunks().field("bytes").to_pylist()
+            params = table["aug_params"].to_pylist()
             meta = {c: table[c].to_pylist() for c in META_COLUMNS}
             for j, data in enumerate(images):
                 row = {c: meta[c][j] for c in META_COLUMNS}
                 row["label"] = int(row["label"])
-                row["image"] = to_tensor(cells.decode(data, IMAGE_SIZE))
+                rgb = cells.decode(data, IMAGE_SIZE) if data is not None else \
+                    copies.make(row["video_id"], row["frame_index"], row["augmentation"], params[j])
+                row["image"] = to_tensor(rgb)
                 yield row
 
     def __iter__(self) -> Iterator[dict]:
@@ -182,6 +191,39 @@ class ShardDataset(IterableDataset):
             yield row
         rng.shuffle(buf)
         yield from buf
+
+
+class _Copies:
+    """The copies of one row group stored as parameters only (on-read), made from their originals:
+    each original is decoded once and dropped after its last copy."""
+
+    def __init__(self, table: pa.Table, storage: dict | None, path: Path) -> None:
+        self.storage, self.path = storage, path
+        self.originals: dict[tuple[str, int], bytes] = {}
+        self.decoded: dict[tuple[str, int], np.ndarray] = {}
+        self.left: dict[tuple[str, int], int] = {}
+        if storage is None:
+            return
+        images = table["image"].combine_chunks().field("bytes").to_pylist()
+        for vid, frame, aug, data in zip(table["video_id"].to_pylist(), table["frame_index"].to_pylist(),
+                                          table["augmentation"].to_pylist(), images):
+            if aug == "none" and data is not None:
+                self.originals[(vid, frame)] = data
+            else:
+                self.left[(vid, frame)] = self.left.get((vid, frame), 0) + 1
+
+    def make(self, vid: str, frame: int, aug: str, aug_params: str) -> np.ndarray:
+        key = (vid, frame)
+        if self.storage is None or key not in self.originals:
+            raise ValueError(f"{self.path}: {vid} frame {frame} ({aug}) has no image"
+                             + ("" if self.storage is None else " and its original is not in its row group"))
+        if key not in self.decoded:
+            self.decoded[key] = cells.decode(self.originals[key])
+        out = augment.replay(self.decoded[key], self.storage["augmentations"][aug], aug_params)
+        self.left[key] -= 1
+        if not self.left[key]:
+            del self.decoded[key]
+        return cells.fit(out, IMAGE_SIZE)
 
 
 def require_shards(work: str | Path, split: str) -> list[Path]:

@@ -25,7 +25,11 @@ Transforms (parameters, defaults):
 
 Every random choice is drawn from a generator seeded by `sample_seed(seed, video_id, frame_index,
 name)`, so a copy depends only on its inputs, never on which worker made it or in which order.
-`apply` returns the image and the exact parameters it used (what the `aug_params` column holds).
+`apply` returns the image and the exact parameters it used (what the `aug_params` column holds);
+`params_for` gives those parameters from the image's size alone, and `replay` makes a copy again
+from its original and its recorded parameters (the shards' on-read storage). albumentations draws
+nothing: every value is fixed in the Compose, and each call seeds it explicitly (an unpickled
+Compose forgets its seed).
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ from .errors import UserError
 # albumentations asks PyPI for a newer version on import (2 s timeout): not from build workers.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-__all__ = ["PRESETS", "TRANSFORMS", "load_preset", "normalize", "sample_seed", "apply",
-           "opencv_sigma"]
+__all__ = ["PRESETS", "TRANSFORMS", "load_preset", "normalize", "sample_seed", "apply", "params_for",
+           "replay", "opencv_sigma"]
 
 _BORDERS = {"reflect_101": cv2.BORDER_REFLECT_101, "reflect": cv2.BORDER_REFLECT,
             "replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
@@ -250,6 +254,75 @@ def _run(compose, image: np.ndarray, seed: int) -> np.ndarray:
     return compose(image=image)["image"]
 
 
+def _choose(spec: dict, seed: int, h: int, w: int) -> tuple[dict, np.random.Generator]:
+    """Every random choice of one copy, in a fixed order: (exact parameters, the generator after
+    them). The pixels are not needed, so a writer can record the parameters without the image."""
+    rng = np.random.default_rng(seed)
+    t = spec["transform"]
+    params: dict[str, Any] = {"transform": t}
+    if t == "gaussian_blur":
+        k = spec["kernel"]
+        sigma = opencv_sigma(k) if spec["sigma"] == "auto" else _draw(rng, spec["sigma"])
+        params.update(kernel=k, sigma=sigma)
+    elif t == "rotate":
+        sign = {"ccw": 1, "cw": -1}.get(spec["direction"]) or (1 if rng.integers(0, 2) else -1)
+        angle = sign * spec["angle"]
+        if abs(angle) == 180:
+            angle = 180  # both directions give the same image
+        if float(angle) % 90 == 0:
+            params.update(angle=angle, exact=True, rot90_k=int(angle // 90) % 4)
+        else:
+            params.update(angle=angle, exact=False, interpolation="linear", border=spec["border"])
+    elif t == "scale":
+        f = spec["factor"]
+        if h != w:
+            raise ValueError(f"scale expects a square crop. Got {h}x{w} instead.")
+        size = max(1, round(h * f))
+        if f > 1:
+            if spec["position"] == "center":
+                y, x = (size - h) // 2, (size - w) // 2
+            else:
+                y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+            params.update(factor=f, resized=size, crop_yx=[y, x], interpolation="linear")
+        else:
+            params.update(factor=f, resized=size, pad=spec["border"], interpolation="area")
+    elif t == "jpeg":
+        params.update(quality=_draw(rng, spec["quality"], integer=True))
+    elif t == "gaussian_noise":
+        params.update(sigma=_draw(rng, spec["sigma"]))
+    else:
+        raise ValueError(f"unknown transform {t!r}")
+    params["seed"] = seed
+    return params, rng
+
+
+def _render(image: np.ndarray, spec: dict, p: dict, rng: np.random.Generator) -> np.ndarray:
+    """The copy's pixels from its chosen parameters (and, for noise, the generator after the choices)."""
+    t, seed = p["transform"], p["seed"]
+    h, w = image.shape[:2]
+    if t == "gaussian_blur":
+        return _run(_compose("blur", p["kernel"], float(p["sigma"])), image, seed)
+    if t == "rotate":
+        if p["exact"]:
+            return np.ascontiguousarray(np.rot90(image, p["rot90_k"]))  # exact: a permutation of the pixels
+        return _run(_compose("rotate", float(p["angle"]), p["border"]), image, seed)
+    if t == "scale":
+        if p["factor"] > 1:
+            y, x = p["crop_yx"]
+            return _run(_compose("upscale", p["resized"], h, w, y, x), image, seed)
+        return _run(_compose("downscale", p["resized"], h, w, spec["border"]), image, seed)
+    if t == "jpeg":
+        return _run(_compose("jpeg", int(p["quality"])), image, seed)
+    noise = rng.normal(0.0, p["sigma"], image.shape)
+    return np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
+
+
+def params_for(spec: dict, seed: int, shape: tuple[int, ...]) -> dict:
+    """The exact parameters `apply` records for an image of `shape`, without the image: what the
+    shards write for a copy they store as parameters only (augment_storage "on-read")."""
+    return _choose(spec, seed, int(shape[0]), int(shape[1]))[0]
+
+
 def apply(image: np.ndarray, spec: dict, seed: int) -> tuple[np.ndarray, dict]:
     """Apply one normalized preset entry to an RGB uint8 image; return (image, exact parameters).
 
@@ -258,54 +331,21 @@ def apply(image: np.ndarray, spec: dict, seed: int) -> tuple[np.ndarray, dict]:
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"apply expects an RGB uint8 image (H, W, 3). Got {image.dtype} {image.shape} instead.")
-    rng = np.random.default_rng(seed)
-    t = spec["transform"]
-    h, w = image.shape[:2]
-    params: dict[str, Any] = {"transform": t}
-    if t == "gaussian_blur":
-        k = spec["kernel"]
-        sigma = opencv_sigma(k) if spec["sigma"] == "auto" else _draw(rng, spec["sigma"])
-        out = _run(_compose("blur", k, float(sigma)), image, seed)
-        params.update(kernel=k, sigma=sigma)
-    elif t == "rotate":
-        sign = {"ccw": 1, "cw": -1}.get(spec["direction"]) or (1 if rng.integers(0, 2) else -1)
-        angle = sign * spec["angle"]
-        if abs(angle) == 180:
-            angle = 180  # both directions give the same image
-        if float(angle) % 90 == 0:
-            k = int(angle // 90) % 4
-            out = np.ascontiguousarray(np.rot90(image, k))  # exact: a permutation of the pixels
-            params.update(angle=angle, exact=True, rot90_k=k)
-        else:
-            out = _run(_compose("rotate", float(angle), spec["border"]), image, seed)
-            params.update(angle=angle, exact=False, interpolation="linear", border=spec["border"])
-    elif t == "scale":
-        f = spec["factor"]
-        size = max(1, round(min(h, w) * f)) if h == w else None
-        if size is None:
-            raise ValueError(f"scale expects a square crop. Got {h}x{w} instead.")
-        if f > 1:
-            if spec["position"] == "center":
-                y, x = (size - h) // 2, (size - w) // 2
-            else:
-                y, x = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-            out = _run(_compose("upscale", size, h, w, y, x), image, seed)
-            params.update(factor=f, resized=size, crop_yx=[y, x], interpolation="linear")
-        else:
-            out = _run(_compose("downscale", size, h, w, spec["border"]), image, seed)
-            params.update(factor=f, resized=size, pad=spec["border"], interpolation="area")
-    elif t == "jpeg":
-        q = _draw(rng, spec["quality"], integer=True)
-        out = _run(_compose("jpeg", int(q)), image, seed)
-        params.update(quality=q)
-    elif t == "gaussian_noise":
-        sigma = _draw(rng, spec["sigma"])
-        noise = rng.normal(0.0, sigma, image.shape)
-        out = np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
-        params.update(sigma=sigma)
-    else:
-        raise ValueError(f"unknown transform {t!r}")
+    params, rng = _choose(spec, seed, *image.shape[:2])
+    out = _render(image, spec, params, rng)
     if out.shape != image.shape:
         raise AssertionError(f"{spec['name']} changed the crop's shape {image.shape} -> {out.shape}")
-    params["seed"] = seed
     return np.ascontiguousarray(out), params
+
+
+def replay(original: np.ndarray, spec: dict, aug_params: str) -> np.ndarray:
+    """A copy recorded as parameters only: `original` under `spec` with the seed `aug_params` (the
+    row's JSON) holds. The result is the pixels the materialized copy holds; ValueError when the
+    parameters drawn again differ from the recorded ones (another preset or augmentation code)."""
+    recorded = json.loads(aug_params)
+    out, used = apply(original, spec, int(recorded["seed"]))
+    if json.dumps(used, sort_keys=True) != json.dumps(recorded, sort_keys=True):
+        raise ValueError(f"augmentation {spec['name']!r} draws {json.dumps(used, sort_keys=True)} "
+                         f"where the shard records {aug_params}: the shards were written by another "
+                         "preset or another version of mesodata's augmentations")
+    return out

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 __all__ = ["ARROW_TYPE", "PNG_SIGNATURE", "JPEG_SIGNATURE", "PNG_FAST", "png_level", "encode", "encode_png",
-           "encode_jpeg", "decode", "as_png", "cell", "cell_bytes", "image_format"]
+           "encode_jpeg", "decode", "as_png", "cell", "cell_bytes", "image_format", "image_shape", "fit"]
 
 ARROW_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -120,3 +120,23 @@ def cell_bytes(value: dict | None, root: Path | None = None) -> bytes:
     if data is None:
         raise ValueError("no image bytes or path")
     return data
+
+
+def image_shape(data: bytes) -> tuple[int, int]:
+    """(height, width) of PNG/JPEG bytes from their header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.height, im.width
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise ValueError(f"not a decodable image ({len(data)} bytes, starting {bytes(data[:8])!r})") from None
+
+
+def fit(rgb: np.ndarray, size: int) -> np.ndarray:
+    """`rgb` as (size, size, 3): unchanged at that size, else box-resized as `decode(data, size)` does."""
+    from PIL import Image
+
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BOX))

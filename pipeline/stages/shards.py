@@ -25,6 +25,12 @@ Hugging Face feature metadata, so `datasets.load_dataset("parquet", ...)` decode
 `label` as a `ClassLabel`. `WORK/shards/dataset_info.json` and `README.md` give the counts, the
 parameters and the upstream fingerprints.
 
+`augment_storage` "on-read" stores each train crop once: its copies are rows with a null `image`
+and their exact parameters in `aug_params`, each file's metadata holds the preset entries
+(`STORAGE_KEY`), and each row group holds `row_group_rows` originals with all their copies, so
+`detector.data.ShardDataset` makes every copy from the row group it reads, the very pixels of the
+materialized copy. Plain Parquet readers see the copies' images as null (the card says so).
+
 Version 1 wrote `WORK/shards/<split>/part-NNNNN.parquet` with `label` a plain int8; `run` migrates
 such a finished work dir in place (the files are rewritten with the new metadata under `data/`,
 no crop is decoded or augmented again) and says so.
@@ -51,7 +57,8 @@ from ..runner import Output, Param, Stage, StageDef, StageRun, Unit, Work, check
 
 log = logging.getLogger("mesodata")
 
-__all__ = ["STAGE", "run", "plan", "read", "shard_files", "hf_features", "hf_split", "DEFAULTS", "SPLITS", "FOLDERS"]
+__all__ = ["STAGE", "run", "plan", "read", "shard_files", "hf_features", "hf_split", "DEFAULTS", "SPLITS", "FOLDERS",
+           "STORAGES", "on_read_split", "storage_info"]
 
 NAME = "shards"
 VERSION = "2"  # 2: data/<Hugging Face split>/ layout, label a ClassLabel, full data card
@@ -66,6 +73,10 @@ DATA_DIR = f"{OUT_DIR}/data"
 # mesodata's split name -> its folder under data/, the Hugging Face split name (\w+ only)
 FOLDERS = {"train": "train", "val": "validation", "test": "test", PERTURBED: "test_perturbed"}
 LABEL_NAMES = ("real", "fake")  # ClassLabel names: index 0 = real, 1 = fake, as the label column
+STORAGES = ("materialized", "on-read")
+# The Parquet schema metadata key of an on-read train shard: {"augment_storage": "on-read",
+# "augmentations": {name: normalized preset entry}}, what a reader needs to make each copy again.
+STORAGE_KEY = b"mesodata"
 PARAMS: dict[str, Param] = {
     "shard_size": Param(256 * 1024 * 1024, int, 1),  # target bytes per shard file
     "augment": Param("paper"),                       # "paper", "none" or a YAML/JSON preset file
@@ -74,6 +85,9 @@ PARAMS: dict[str, Param] = {
     "row_group_rows": Param(128, int, 1),            # rows per row group: what a reader holds at once
     "min_shards": Param(8, int, 1),                  # per split, when it has a row group's worth of rows per shard
     "png_compression": Param(1, int, 0, 9),          # zlib level of the augmented copies' PNGs (1: 2x faster than 3, +3% bytes)
+    # materialized: every train copy's PNG is stored (~9x the originals' bytes); on-read: only the
+    # originals' bytes, each copy a row with a null image and its exact parameters (STORAGE below)
+    "augment_storage": Param("materialized", str, choices=STORAGES),
 }
 DEFAULTS: dict[str, Any] = {k: v.default for k, v in PARAMS.items()}
 _FACE_COLUMNS = ["video_id", "frame_index", "status", "source", "label", "method", "group"]
@@ -107,6 +121,8 @@ def _identify(work: Work, p: dict) -> tuple[dict, dict]:
     preset = augment.load_preset(p["augment"])
     fp_params = {k: p[k] for k in DEFAULTS if k != "augment"}
     fp_params["augment"] = preset
+    if p["augment_storage"] == "materialized":
+        del fp_params["augment_storage"]  # today's shards keep their fingerprint: no needless rewrite
     return fp_params, {"preset": preset}
 
 
@@ -236,21 +252,48 @@ def _plan_units(work: Work, p: dict, preset: dict) -> tuple[list[Unit], dict]:
         by_video: dict[str, list[int]] = defaultdict(list)
         for i in idx:
             by_video[recs[i][2]].append(i)
+        on_read = on_read_split(folder, p["augment_storage"]) and len(copies) > 1
         n_out = len(idx) * len(copies)
-        n_shards = max(1, math.ceil(n_out * info["estimated_image_bytes"] / p["shard_size"]),
-                       min(p["min_shards"], n_out // p["row_group_rows"]))
+        n_stored = len(idx) if on_read else n_out  # rows whose image bytes are stored
+        n_shards = max(1, math.ceil(n_stored * info["estimated_image_bytes"] / p["shard_size"]),
+                       min(p["min_shards"], n_stored // p["row_group_rows"]))
         shards = _spread(sorted(by_video.items()), len(copies), n_shards, random.Random(f"{p['seed']}:{folder}"))
         for k, originals in enumerate(shards):
-            out_rows = [(*recs[i][:8], aug) for i in originals for aug in copies]
-            random.Random(f"{p['seed']}:{folder}:{k}").shuffle(out_rows)
+            rng = random.Random(f"{p['seed']}:{folder}:{k}")
+            if on_read:
+                out_rows = _families_order([recs[i][:8] for i in originals], copies, p["row_group_rows"], rng)
+            else:
+                out_rows = [(*recs[i][:8], aug) for i in originals for aug in copies]
+                rng.shuffle(out_rows)
             rel = f"{DATA_DIR}/{FOLDERS[folder]}/part-{k:05d}.parquet"
             units.append(Unit(rel, {
                 "out": work.path(rel), "rel": rel, "split": folder, "rows": out_rows,
                 "specs": {a: specs[a] for a in copies if a is not None}, "seed": p["seed"],
-                "row_group_rows": p["row_group_rows"], "png_compression": p["png_compression"]}))
+                "row_group_rows": p["row_group_rows"] * (len(copies) if on_read else 1),
+                "on_read": on_read, "png_compression": p["png_compression"]}))
     info["preset"] = preset
     info["params"] = p
     return units, info
+
+
+def on_read_split(split: str, storage_mode: str) -> bool:
+    """Whether `split`'s copies are stored as parameters only: train's, in on-read mode (test-perturbed
+    holds no originals to make its copies from, so it is always materialized)."""
+    return storage_mode == "on-read" and split == "train"
+
+
+def _families_order(originals: list[tuple], copies: list, per_group: int, rng: random.Random) -> list[tuple]:
+    """On-read row order: each row group holds `per_group` originals with all their copies, so a
+    reader makes every copy from the row group it reads; originals and rows within a group in a
+    seeded order."""
+    originals = list(originals)
+    rng.shuffle(originals)
+    out = []
+    for g in range(0, len(originals), per_group):
+        group = [(*o, aug) for o in originals[g:g + per_group] for aug in copies]
+        rng.shuffle(group)
+        out.extend(group)
+    return out
 
 
 # --- one unit: one shard ---------------------------------------------------------------------------
@@ -297,7 +340,7 @@ def _write_shard(payload: dict) -> pa.Table:
     decoded: dict[tuple[str, int], np.ndarray] = {}
     remaining = defaultdict(int)  # copies still to make of each crop: free its pixels after the last
     for r in rows:
-        if r[8] is not None:
+        if r[8] is not None and not payload["on_read"]:
             remaining[(r[0], r[1])] += 1
     cols: dict[str, list] = defaultdict(list)
     for f, i, vid, frame, source, label, method, group, aug in rows:
@@ -306,6 +349,11 @@ def _write_shard(payload: dict) -> pa.Table:
         if aug is None:
             image = {"bytes": crops[key]["bytes"], "path": crops[key].get("path") or f"{stem}.png"}
             params = "{}"
+        elif payload["on_read"]:  # no image: the exact parameters, from the crop's size alone
+            image = None
+            used = augment.params_for(specs[aug], augment.sample_seed(payload["seed"], vid, frame, aug),
+                                      _crop_shape(crops[key]["bytes"], f"{vid}#{frame}"))
+            params = json.dumps(used, sort_keys=True)
         else:
             if key not in decoded:
                 decoded[key] = _decode_rgb(crops[key]["bytes"], f"{vid}#{frame}")
@@ -324,13 +372,33 @@ def _write_shard(payload: dict) -> pa.Table:
     target = schema.load(NAME)
     table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in target})
     table = schema.conform(table, NAME)
-    _write_table(table, payload["out"], payload["row_group_rows"])
+    extra = {STORAGE_KEY: _storage_metadata(specs)} if payload["on_read"] else {}
+    _write_table(table, payload["out"], payload["row_group_rows"], extra)
     return _shard_summary(payload["rel"], payload["split"], table, storage.size(payload["out"]))
 
 
-def _write_table(table: pa.Table, out, row_group_rows: int) -> None:
+def _crop_shape(data: bytes, where: str) -> tuple[int, int]:
+    try:
+        return cells.image_shape(data)
+    except ValueError:
+        raise RuntimeError(f"cannot read the size of the crop of {where} ({len(data)} bytes)") from None
+
+
+def _storage_metadata(specs: dict) -> bytes:
+    return json.dumps({"augment_storage": "on-read", "augmentations": specs}, sort_keys=True).encode()
+
+
+def storage_info(schema_metadata: dict | None) -> dict | None:
+    """The on-read metadata of a shard file's schema ({"augment_storage", "augmentations"}), or None
+    for a file whose every row carries its image (materialized, or a split never stored on read)."""
+    raw = (schema_metadata or {}).get(STORAGE_KEY)
+    return json.loads(raw) if raw else None
+
+
+def _write_table(table: pa.Table, out, row_group_rows: int, extra: dict | None = None) -> None:
     """One shard file, atomically: the Hugging Face features in its metadata, images stored as is."""
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"huggingface": _hf_metadata()})
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"huggingface": _hf_metadata(),
+                                           **(extra or {})})
     small = [c for c in table.column_names if c != "image"] + ["image.path"]
     with atomic.atomic_path(out) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_rows,
@@ -490,7 +558,7 @@ def _dataset_info(work: Work, stage: Stage, fp: str, info: dict, summary: pa.Tab
     return {
         "artifact": "mesodata shards", "schema": "schemas/shards.yaml", "fingerprint": fp,
         "stage_version": stage.version,
-        "params": {**{k: p[k] for k in DEFAULTS if k != "augment"}, "augment": str(p["augment"])},
+        "params": {**{k: p.get(k, DEFAULTS[k]) for k in DEFAULTS if k != "augment"}, "augment": str(p["augment"])},
         "augmentations": info["preset"],
         "upstream": {name: (work.state(name) or {}).get("fingerprint") for name in UPSTREAM},
         "build": _build_params(work),
@@ -708,6 +776,7 @@ test are clean. Each copy's `aug_params` column holds the exact parameters and i
 a hash of (seed, video_id, frame_index, transform name).
 
 {aug_lines}
+{_storage_paragraph(p.get("augment_storage", "materialized"), info["splits"], info["augmentations"]["train"])}
 {f"{chr(10)}test_perturbed holds these copies of every test crop (no originals):{chr(10)}{chr(10)}{pert_lines}{chr(10)}" if pert_lines else ""}
 ## Selection
 
@@ -728,6 +797,22 @@ Cite the datasets the crops come from and the method this benchmark was made for
 ```bibtex
 {bibtex}
 ```
+"""
+
+
+def _storage_paragraph(storage_mode: str, splits: dict, train_copies: list) -> str:
+    """What a reader of the card must know when the train copies carry no image bytes."""
+    if not on_read_split("train", storage_mode) or "train" not in splits or not train_copies:
+        return ""
+    return """
+**Augmentation storage: on-read.** Only the originals of `train` carry image bytes. Each copy is a
+row whose `image` is **null** (`None` in `datasets`, pandas and pyarrow) and whose `aug_params` holds
+the exact parameters and seed; each train file's Parquet metadata (key `mesodata`) holds the preset
+entries, and every row group holds whole families (an original and all its copies). A plain Parquet
+or `datasets` reader sees the copies without images: filter them out (`augmentation == "none"`) or
+read the split with mesodata's `ShardDataset` (`mesodata.detector.data`), which makes each copy
+from its original, pixel for pixel the image a materialized copy holds
+(`mesodata.pipeline.augment.replay(original, entry, aug_params)` does it for one row).
 """
 
 

@@ -122,6 +122,25 @@ def test_random_crop_position_jpeg_and_noise_are_seeded(face):
     json.dumps(p)  # every recorded parameter is JSON
 
 
+def test_parameters_without_the_image_are_those_apply_records(face, paper):
+    """What on-read shards store (params_for, from the crop's size alone) is what apply uses, and
+    replay makes the very pixels apply made from it."""
+    specs = [*paper.values(),
+             augment.normalize({"transform": "rotate", "angle": 30, "direction": "random", "border": "constant"}),
+             augment.normalize({"transform": "scale", "factor": 2.0, "position": "random"}),
+             augment.normalize({"transform": "jpeg", "quality": [20, 60]}),
+             augment.normalize({"transform": "gaussian_noise", "sigma": [4, 12]}),
+             augment.normalize({"transform": "gaussian_blur", "kernel": 7, "sigma": [0.5, 3.0]})]
+    for spec in specs:
+        for seed in (3, augment.sample_seed(0, "v", 7, spec["name"])):
+            out, used = augment.apply(face, spec, seed)
+            assert augment.params_for(spec, seed, face.shape) == used, spec["name"]
+            again = augment.replay(face.copy(), spec, json.dumps(used, sort_keys=True))
+            assert np.array_equal(again, out), spec["name"]
+    with pytest.raises(ValueError, match="square"):
+        augment.params_for(paper["scale_up50"], 1, (256, 200, 3))
+
+
 def _in_worker(spec, seed):
     img = np.ascontiguousarray(cv2.resize(carphone_frames()[10], (256, 256)))
     return augment.apply(img, spec, seed)
