@@ -2,7 +2,7 @@
 commands, and two studies of its defaults on the same shards.
 
     python tests/benchmarks/bench_realistic.py OUT [--scale small] [--seed 0] [--frames 8] \\
-        [--what run,study] [--study-seeds 0,1] [--losses bce,mse] [--draws 50]
+        [--what run,study,svmval] [--study-seeds 0,1] [--losses bce,mse] [--draws 50] [--run default]
 
 run:   writes the fixture to OUT/data, then `mesodata build --workers 2 [--frames F]`,
        `mesodata split --seed S --workers 2`, `mesodata train-detector --epochs E` (every other
@@ -13,7 +13,8 @@ study: on the same shards, MesoInception-4 (+ SVM head) per loss and seed, every
        product does; (b) val size — the same selection (epoch by val loss, SVM C and gamma by val
        AUC) redone on random halves and quarters of the val videos (stratified by label), how often
        it picks otherwise than the full val split and what that does to test AUC.
-       OUT/study.json + study.md.
+       OUT/study-<schedule>.json + .md (--lr-schedule: the schedule the study trains with).
+svmval: the SVM head's val-size part alone, on a finished run's network (no training).
 """
 
 from __future__ import annotations
@@ -175,15 +176,15 @@ def select(run: dict, mask: np.ndarray, loss: str) -> dict:
             "svm_frame_auc": _auc(yt, svm_prob), "svm_video_auc": _video_auc(test, svm_prob)}
 
 
-def study(out: Path, seeds: list[int], losses: list[str], epochs: int, draws: int) -> dict:
+def study(out: Path, seeds: list[int], losses: list[str], epochs: int, draws: int, lr_schedule: str = "dynamic") -> dict:
     work = out / "work"
     results = []
     for seed, loss in itertools.product(seeds, losses):  # seed by seed: a cut-short study still pairs the losses
         # one training process: keeping every epoch's weights needs it (the product's default,
         # processes auto, trains these shards in 2 data-parallel processes: same updates, other sums)
-        run = study_one(work, TrainConfig(epochs=epochs, loss=loss, seed=seed, processes=1))
+        run = study_one(work, TrainConfig(epochs=epochs, loss=loss, seed=seed, processes=1, lr_schedule=lr_schedule))
         full = select(run, np.ones(len(run["val"]), bool), loss)
-        row = {"loss": loss, "seed": seed, "train_s": run["train_s"], "product_best_epoch": run["res"].best_epoch,
+        row = {"loss": loss, "seed": seed, "lr_schedule": lr_schedule, "train_s": run["train_s"], "product_best_epoch": run["res"].best_epoch,
                "val_frames": len(run["val"]), "val_videos": int(run["val"]["video_id"].nunique()),
                "full": full, "by_fraction": {}}
         for frac in (0.5, 0.25):
@@ -197,7 +198,7 @@ def study(out: Path, seeds: list[int], losses: list[str], epochs: int, draws: in
                    for stat, f in (("median", statistics.median), ("min", min), ("mean", statistics.fmean))}}
         results.append(row)
         print(json.dumps(row, default=str), flush=True)
-        (out / "study.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / f"study-{lr_schedule}.json").write_text(json.dumps(results, indent=1, default=str))
     md = ["| loss | seed | selected epoch | MesoInception-4 frame AUC % | video AUC % | + SVM frame AUC % | video AUC % | SVM C, gamma |",
           "|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -216,9 +217,46 @@ def study(out: Path, seeds: list[int], losses: list[str], epochs: int, draws: in
                       f"{100 * b['svm_params_differ']:.0f} % | {100 * b['net_frame_auc_median']:.1f} "
                       f"({100 * b['net_frame_auc_min']:.1f}) | {100 * b['svm_frame_auc_median']:.1f} "
                       f"({100 * b['svm_frame_auc_min']:.1f}) |")
-    (out / "study.md").write_text("\n".join(md) + "\n")
+    (out / f"study-{lr_schedule}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     return {"results": results}
+
+
+def svm_val_size(out: Path, run: str, draws: int, seed: int = 0) -> dict:
+    """Val size for the SVM head alone, on a finished run's MesoInception-4 (no training): C and
+    gamma chosen on the full val split vs on random halves / quarters of its videos."""
+    from mesodata.detector import load_model
+
+    work = out / "work"
+    net = load_model(work / "detector" / run / "mesoinception4.pt")
+    cfg = TrainConfig()
+    dev = torch.device("cpu")
+    ftr, Xtr = _scored(net, _ds(work, "train"), cfg, dev, "hidden16")
+    fv, Xv = _scored(net, _ds(work, "val"), cfg, dev, "hidden16")
+    ft, Xt = _scored(net, _ds(work, "test"), cfg, dev, "hidden16")
+    grid = list(itertools.product(DEFAULT_GRID["C"], DEFAULT_GRID["gamma"]))
+    svm_val, svm_test = [], []
+    for C, gamma in grid:
+        pipe = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=C, gamma=gamma)).fit(Xtr, ftr["label"].to_numpy())
+        svm_val.append(pipe.decision_function(Xv))
+        svm_test.append(pipe.decision_function(Xt))
+    fake = {"val": fv[["video_id", "label"]].reset_index(drop=True), "test": ft[["video_id", "label"]].reset_index(drop=True),
+            "grid": grid, "epochs": [{"val_logit": fv["logit"].to_numpy(), "test_logit": ft["logit"].to_numpy(),
+                                      "svm_val": svm_val, "svm_test": svm_test}]}
+    full = select(fake, np.ones(len(fv), bool), "bce")
+    res = {"run": run, "val_frames": len(fv), "val_videos": int(fv["video_id"].nunique()), "full": full,
+           "test_auc_per_grid_point": {f"{c},{g}": _auc(ft["label"], d) for (c, g), d in zip(grid, svm_test)}}
+    for frac in (0.5, 0.25):
+        masks = _val_subsets(fake["val"], frac, draws, seed)
+        picks = [select(fake, m, "bce") for m in masks]
+        res[str(frac)] = {"draws": len(picks), "val_frames_median": statistics.median(int(m.sum()) for m in masks),
+                          "svm_params_differ": sum(tuple(p["svm"]) != tuple(full["svm"]) for p in picks) / len(picks),
+                          "svm_frame_auc_median": statistics.median(p["svm_frame_auc"] for p in picks),
+                          "svm_frame_auc_min": min(p["svm_frame_auc"] for p in picks),
+                          "svm_frame_auc_max": max(p["svm_frame_auc"] for p in picks)}
+    (out / f"svm-val-size-{run}.json").write_text(json.dumps(res, indent=1, default=str))
+    print(json.dumps(res, default=str), flush=True)
+    return res
 
 
 def main() -> None:
@@ -232,13 +270,18 @@ def main() -> None:
     ap.add_argument("--study-seeds", default="0,1")
     ap.add_argument("--losses", default="bce,mse")
     ap.add_argument("--draws", type=int, default=50)
+    ap.add_argument("--lr-schedule", default="dynamic", help="the study's schedule")
+    ap.add_argument("--run", default="default", help="with --what svmval: the run whose network to use")
     args = ap.parse_args()
     what = args.what.split(",")
     if "run" in what:
         run_commands(args.out, args.scale, args.seed, args.frames, args.epochs)
+    if "svmval" in what:
+        svm_val_size(args.out, args.run, args.draws)
     if "study" in what:
         torch.set_num_threads(2)
-        study(args.out, [int(s) for s in args.study_seeds.split(",")], args.losses.split(","), args.epochs, args.draws)
+        study(args.out, [int(s) for s in args.study_seeds.split(",")], args.losses.split(","), args.epochs, args.draws,
+              args.lr_schedule)
 
 
 if __name__ == "__main__":
