@@ -212,9 +212,9 @@ def test_finished_build_rerun_is_a_noop(data, reference):
     took = time.monotonic() - t0
     after = {s: Work(work).state(s) for s in before}
     assert after == before  # same fingerprints, same `finished` time, same counts: nothing redone
+    # (how fast a no-op rerun is, is a benchmark's figure, not an assertion: shared machines flake)
     print(f"\nno-op rerun {took:.1f} s vs first run {reference['seconds']:.1f} s: "
           f"ratio {took / reference['seconds']:.2f}")
-    assert took < 0.5 * reference["seconds"]
 
 
 # --- 6. integrity --------------------------------------------------------------------------------
@@ -492,16 +492,14 @@ def test_stalled_read_is_abandoned_at_the_decode_timeout(tmp_path):
                 "p = faces.normalize_params({'frames': 4, 'verify': 'none', 'decode_timeout': 2}); "
                 "rows = faces.extract_rows(sys.argv[1], 24, 25.0, p); "
                 "print(json.dumps([[r['status'], r['error']] for r in rows]))")
-        t0 = time.monotonic()
+        # without the decode deadline the read blocks until this timeout (the writer never closes)
         proc = subprocess.run([sys.executable, "-c", code, str(fifo)], cwd=REPO, capture_output=True,
                               text=True, timeout=60)
-        took = time.monotonic() - t0
     finally:
         os.close(fd)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert len(rows) == 4 and rows[-1][0] == "decode_error" and "decode timeout" in rows[-1][1], rows
-    assert took < 30, took
 
 
 def decode_seconds(path: Path, frames: int, runs: int = 3) -> list[float]:
