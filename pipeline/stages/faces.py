@@ -35,7 +35,7 @@ __all__ = ["STAGE", "run", "read", "iter_parts", "extract_faces", "normalize_par
 log = logging.getLogger("mesodata")
 
 NAME = "faces"
-VERSION = "2"  # 2: frames turned upright by their display matrix
+VERSION = "3"  # 2: frames turned upright by their display matrix; 3: narrower track search, 112-px dlib check
 FOLDER = "faces"
 INDEX = "faces/_index.json"
 REPORT = "reports/faces.json"

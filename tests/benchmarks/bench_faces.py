@@ -1,6 +1,7 @@
 """Benchmark: the faces stage's per-video work against DeepfakeBench's way and the decode floor.
 
     python tests/benchmarks/bench_faces.py [--repeats 5] [--baseline-repeats 2] [--dir DIR] [--steps]
+                                           [--against REPO_COPY]
 
 Videos (real footage, H.264 with B-frames, 25 fps, 10 s = 250 frames), written once to DIR:
   360p-carphone   the carphone talking head (frames 0-59 back and forth), pillarboxed to 640x360
@@ -16,8 +17,11 @@ Per video, 32 frames evenly spaced over the whole video (the stage's default), t
             upsampling (`face_detector(rgb, 1)`), take the largest face, crop 1.3x, 256x256, PNG
   floor     decoding alone, up to the last sampled frame, nothing converted or detected
 Prints median wall and CPU seconds per video and the ratios ours/floor and baseline/ours.
+`--against` also times `before`: the same unit work by another copy of the repository (e.g.
+`git worktree add /tmp/old <commit>`), imported beside this one and run in turn with ours and the
+floor, so a change is measured side by side under the same load.
 `--steps` instead prints the CPU per sampled frame of each step of ours (detect, RGB, crop, dlib, PNG)
-beside the decode floor's: the profile to start from.
+beside the decode floor's, and how many frames needed the whole-frame search: the profile to start from.
 """
 
 from __future__ import annotations
@@ -89,6 +93,23 @@ def ours(path: str) -> int:
     return sum(r["status"] == "face" for r in rows)
 
 
+def against(repo: Path):
+    """`ours` for the copy of the repository at `repo`, imported as package `mesodata_against`."""
+    import importlib
+
+    pkg = Path(tempfile.mkdtemp(prefix="bench-against-")) / "mesodata_against"
+    pkg.mkdir()
+    for d in ("pipeline", "detector", "manifests", "schemas"):
+        (pkg / d).symlink_to(repo.resolve() / d)
+    sys.path.insert(0, str(pkg.parent))
+    faces = importlib.import_module("mesodata_against.pipeline.stages.faces")
+    params = faces.normalize_params({"frames": SAMPLES})
+
+    def before(path: str) -> int:
+        return sum(r["status"] == "face" for r in faces.extract_rows(path, N, FPS, params))
+    return before
+
+
 def floor(path: str) -> int:
     last = plan_indices(N, FPS, frames=SAMPLES)[-1]
     with av.open(path) as c:
@@ -146,9 +167,11 @@ def steps(path: str) -> dict[str, float]:
         idx = plan_indices(N, FPS, frames=SAMPLES)
         frames = [sf.frame for sf in FrameSampler(path, idx)]
         c = _cropper(PARAMS)
-        tracks = []
+        tracks, whole = [], 0
         for f in frames:  # the track each frame is searched with, as the stage does it
             tracks.append(c.track)
+            g = D.luma(f)
+            whole += c.track is None or not c.detector.detect_near(g, c.track, 1.0 + 0.5 * c.misses)
             c.process(f)
         grays = [D.luma(f) for f in frames]
 
@@ -164,12 +187,13 @@ def steps(path: str) -> dict[str, float]:
         out["whole-frame detect"] = cpu(lambda: [c.detector.detect(g) for g in grays])[0]
         out["track window detect"], near = cpu(lambda: [c.detector.detect_near(g, t) if t else [] for g, t in
                                                          zip(grays, tracks)])
-        out["to RGB"], rgbs = cpu(lambda: [f.to_ndarray(format="rgb24") for f in frames])
         boxes = [b[0] if b else (c.track or D.Box(0, 0, 64, 64)) for b in near]
-        out["crop + resize"], crops = cpu(lambda: [D.crop_square(r, b, PARAMS["margin"], 256)[0]
-                                                   for r, b in zip(rgbs, boxes)])
+        # the face's square alone is converted to RGB (detect.rgb_cutter), then padded and resized
+        out["RGB + crop + resize"], crops = cpu(lambda: [
+            D._crop(D.rgb_cutter(f), f.width, f.height, b, PARAMS["margin"], 256)[0] for f, b in zip(frames, boxes)])
         out["dlib check"] = cpu(lambda: [c.verifier(x) for x in crops])[0]
         out["PNG"] = cpu(lambda: [cells.encode(x) for x in crops])[0]
+        out["whole-frame searches"] = whole
         c.close()
         return out
     finally:
@@ -189,12 +213,16 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "mesodata-bench-faces")
     ap.add_argument("--only", default="", help="comma-separated video names")
     ap.add_argument("--steps", action="store_true", help="only the CPU per step of the face work (a profile)")
+    ap.add_argument("--against", type=Path, help="also time this copy of the repository (column `before`)")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     videos = make_videos(args.dir)
     if args.only:
         videos = {k: v for k, v in videos.items() if k in args.only.split(",")}
     ours(videos[next(iter(videos))])  # warm up: imports, cascade, dlib model
+    before = against(args.against) if args.against else None
+    if before:
+        before(videos[next(iter(videos))])
     if args.steps:
         print(f"CPU ms per sampled frame ({SAMPLES} of {N} frames; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores); whole-frame detect runs once per video unless the track is lost")
@@ -202,24 +230,27 @@ def main() -> None:
         cols = list(next(iter(rows.values())))
         print("| video | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
         for name, r in rows.items():
-            print(f"| {name} | " + " | ".join(f"{r[k]:.2f}" for k in cols) + " |")
+            print(f"| {name} | " + " | ".join(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k])
+                                             for k in cols) + " |")
         return
     print(f"cpu: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {SAMPLES} of {N} frames per video")
     rows = []
     for name, path in videos.items():
-        res = {"ours": [], "floor": [], "baseline": []}
+        res = {"ours": [], "floor": [], "baseline": [], "before": []}
         for r in range(max(args.repeats, args.baseline_repeats)):
             if r < args.repeats:
                 res["floor"].append(timed(floor, path))
                 res["ours"].append(timed(ours, path))
+                if before:
+                    res["before"].append(timed(before, path))
             if r < args.baseline_repeats:
                 res["baseline"].append(timed(baseline, path))
-        med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), v[0][2])
-               for k, v in res.items()}
+        med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), v[0][2]) if v
+               else (math.nan, math.nan, 0) for k, v in res.items()}
         rows.append((name, med))
         print(f"{name:16s} floor {med['floor'][0]:6.3f}s  ours {med['ours'][0]:6.3f}s "
-              f"({med['ours'][2]} faces)  baseline {med['baseline'][0]:7.3f}s ({med['baseline'][2]} faces)",
-              flush=True)
+              f"({med['ours'][2]} faces)  baseline {med['baseline'][0]:7.3f}s ({med['baseline'][2]} faces)"
+              + (f"  before {med['before'][0]:6.3f}s ({med['before'][2]} faces)" if before else ""), flush=True)
     print("\n| video | decode floor (s) | ours (s) | baseline (s) | ours / floor | baseline / ours "
           "| CPU s: floor / ours / baseline | faces: ours / baseline |")
     print("|---|---|---|---|---|---|---|---|")
@@ -228,6 +259,14 @@ def main() -> None:
               f"{m['ours'][0] / m['floor'][0]:.2f}x | {m['baseline'][0] / m['ours'][0]:.1f}x | "
               f"{m['floor'][1]:.2f} / {m['ours'][1]:.2f} / {m['baseline'][1]:.2f} | "
               f"{m['ours'][2]}/{SAMPLES} / {m['baseline'][2]}/{SAMPLES} |")
+    if before:
+        print("\n| video | decode floor (s) | before (s) | ours (s) | before / floor | ours / floor "
+              "| CPU s: floor / before / ours | faces: before / ours |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, m in rows:
+            f, b, o = m["floor"], m["before"], m["ours"]
+            print(f"| {name} | {f[0]:.3f} | {b[0]:.3f} | {o[0]:.3f} | {b[0] / f[0]:.2f}x | {o[0] / f[0]:.2f}x | "
+                  f"{f[1]:.2f} / {b[1]:.2f} / {o[1]:.2f} | {b[2]}/{SAMPLES} / {o[2]}/{SAMPLES} |")
 
 
 if __name__ == "__main__":

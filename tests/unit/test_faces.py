@@ -266,3 +266,95 @@ def test_opencv_without_haar_cascades_is_one_clear_error(monkeypatch):
     monkeypatch.delattr(cv2, "CascadeClassifier")
     with pytest.raises(UserError, match=r"has no Haar cascades .*opencv-python-headless>=4.10,<5"):
         normalize_params({})
+
+
+# --- the fast path: track search, dlib check size, RGB of the face's square only --------------
+def _astronaut_at(scale: float, dx: int, dy: int) -> np.ndarray:
+    """The astronaut still scaled by `scale` about her face and moved by (dx, dy), 480x480 gray."""
+    img = cv2.cvtColor(footage.astronaut(), cv2.COLOR_RGB2GRAY)
+    m = cv2.getRotationMatrix2D((224, 113), 0, scale)  # her face's centre
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(img, m, (480, 480), borderMode=cv2.BORDER_REFLECT)
+
+
+def test_track_search_finds_a_face_that_moves_and_grows():
+    """Between two sampled frames the face grows (20, 30 %) or shrinks (15 %) and moves by a third
+    of its size: the window search around the track (0.8-1.5x its size) finds it at about its new
+    size, not with a box cut short by the size range (a 0.8-1.25x range gave a face grown 30 % a
+    box 14 % too small). Shrunk by 35 %, below the range, it takes one miss (grow=1.5)."""
+    det = HaarDetector("haarcascade_frontalface_default.xml")
+    try:
+        track = det.detect(_astronaut_at(1.0, 0, 0))[0]
+        shift = round(track.side / 3)
+        for scale, grow, tol in ((1.2, 1.0, 0.1), (1.3, 1.0, 0.1), (0.85, 1.0, 0.15), (0.65, 1.5, 0.15)):
+            found = det.detect_near(_astronaut_at(scale, shift, shift), track, grow)
+            assert found, scale
+            b, want = found[0], scale * track.side
+            assert abs(b.side / want - 1) < tol, (scale, b, track)
+            cx, cy = track.center  # where her face's centre went: scaled about (224, 113), then shifted
+            x, y = 224 + (cx - 224) * scale + shift, 113 + (cy - 113) * scale + shift
+            assert np.hypot(b.center[0] - x, b.center[1] - y) < 0.12 * want, (scale, b, (x, y))
+    finally:
+        det.close()
+
+
+def test_dlib_check_at_its_size_keeps_faces_and_rejects_coins(videos):
+    """The check runs on a 112-px copy of the crop: the talking head's crops (a face of ~86 px
+    there, just above dlib's 80-px window) pass, the coins' crops (that fool Viola-Jones) do not."""
+    import av
+
+    from mesodata.pipeline.detect import Verifier, crop_square, luma
+
+    det, check = HaarDetector("haarcascade_frontalface_default.xml"), Verifier()
+    try:
+        def crops(path, n):
+            with av.open(path) as c:
+                for _, f in zip(range(n), c.decode(video=0)):
+                    boxes = det.detect(luma(f))
+                    if boxes:
+                        yield crop_square(f.to_ndarray(format="rgb24"), boxes[0], 1.3, 256)[0]
+        faces = [check(x) for x in crops(videos["talking"], 24)]
+        coins = [check(x) for x in crops(videos["coins"], 12)]
+    finally:
+        det.close()
+        check.close()
+    assert len(faces) >= 20 and sum(faces) >= len(faces) - 1
+    assert len(coins) >= 6 and not any(coins)
+
+
+def test_rgb_of_a_rectangle_is_the_whole_frames_pixels(videos, tmp_path):
+    """Only the face's square is converted to RGB: every pixel must equal the whole frame's
+    conversion, also at odd edges, the frame's borders, BT.709 and full-range 4:2:0 video."""
+    import av
+
+    from mesodata.pipeline.detect import rgb_cutter
+
+    src = footage.astronaut()[100:340, 80:400]  # 240x320, odd sizes below
+    tagged = []
+    for name, fmt, colorspace in (("bt709", "yuv420p", 1), ("full", "yuvj420p", None)):
+        p = tmp_path / f"{name}.mp4"
+        with av.open(str(p), "w") as out:
+            s = out.add_stream("libx264", rate=FPS)
+            s.width, s.height, s.pix_fmt = 320, 240, fmt
+            if colorspace:
+                s.codec_context.colorspace = colorspace
+            for _ in range(2):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(src, format="rgb24")):
+                    out.mux(pkt)
+            for pkt in s.encode():
+                out.mux(pkt)
+        tagged.append(str(p))
+    checked = 0
+    for path in (videos["talking"], videos["edge"], *tagged):
+        with av.open(path) as c:
+            frame = next(c.decode(video=0))
+        whole = frame.to_ndarray(format="rgb24")
+        h, w = whole.shape[:2]
+        cut = rgb_cutter(frame)
+        for x0, y0, x1, y1 in ((0, 0, w, h), (1, 3, 50, 61), (w - 77, h - 45, w, h), (20, 10, 21, 11),
+                               (w // 2 + 1, 1, w - 1, h // 2 + 1)):
+            part = cut(x0, y0, x1, y1)
+            assert part.shape == (y1 - y0, x1 - x0, 3)
+            assert np.array_equal(part, whole[y0:y1, x0:x1]), (path, x0, y0, x1, y1)
+            checked += 1
+    assert checked == 20
