@@ -112,15 +112,19 @@ def lr_step_iterations(total_iterations: int, requested: int = 1000, schedule: s
 
     paper: `requested` (the paper's 1000), whatever the run's length.
     dynamic: the divisions (3 from 1e-3 to 1e-6) are spread so that the floor is reached at 90 %
-    of the run: step = floor(0.9 * total / divisions). The last tenth runs at the floor; before,
-    each level gets an equal share. (The paper's fixed 1000 puts ~92 % of a full-size 10-epoch run
-    at the floor, and never leaves 1e-3 on a small one.)"""
+    of the run, step = floor(0.9 * total / divisions), but never closer than the paper's
+    `requested` step: max(requested, floor(0.9 * total / divisions)). On a long run the last
+    tenth runs at the floor and each level before gets an equal share (the paper's fixed 1000
+    puts ~92 % of a full-size 10-epoch run at the floor); a run under 3,334 iterations is never
+    decayed faster than the paper decays. Measured on the realistic fixture (273 iterations):
+    spread steps of 81 left lr at 1e-4 after the first epoch and val loss flat from there (SVM
+    head 82.8 % test frame AUC); the paper's step, 88.3 % (README, "On a realistic fixture")."""
     if schedule == "paper":
         return max(1, int(requested))
     if schedule != "dynamic":
         raise ValueError(f"unknown lr schedule {schedule!r}: use {' or '.join(LR_SCHEDULES)}")
     divisions = max(1, round(math.log10(lr / lr_min)))
-    return max(1, math.floor(0.9 * total_iterations / divisions))
+    return max(1, int(requested), math.floor(0.9 * total_iterations / divisions))
 
 
 def lr_plan(total_iterations: int, iters_per_epoch: int, cfg: "TrainConfig") -> dict:

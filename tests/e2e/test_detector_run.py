@@ -106,9 +106,11 @@ def test_schedules():
     # paper: the literal 1000 whatever the length
     assert lr_step_iterations(100, 1000, "paper") == 1000
     assert lr_step_iterations(39_000, 1000, "paper") == 1000
-    # dynamic: three /10 steps, the floor at 90 % of the run
+    # dynamic: three /10 steps, the floor at 90 % of the run, never closer than the paper's step
     assert lr_step_iterations(39_000, schedule="dynamic") == 11_700
-    assert lr_step_iterations(124, schedule="dynamic") == 37
+    assert lr_step_iterations(5_000, schedule="dynamic") == 1_500
+    assert lr_step_iterations(124, schedule="dynamic") == 1000  # a short run is not starved
+    assert lr_step_iterations(273, 500, schedule="dynamic") == 500
     with pytest.raises(ValueError):
         lr_step_iterations(10, schedule="cosine")
     plan = lr_plan(39_000, 3_900, TrainConfig(lr_schedule="paper"))

@@ -186,7 +186,8 @@ def test_user_errors_are_one_line(tmp_path):
 def test_schedule_rules():
     assert lr_step_iterations(100_000, schedule="paper") == 1000  # the paper's literal step
     assert lr_step_iterations(100_000) == 30_000  # dynamic: the floor at 90 % of the run
-    assert lr_step_iterations(48) == 14  # four lr levels within a short run
+    assert lr_step_iterations(48) == 1000  # a short run is never decayed faster than the paper's step
+    assert lr_step_iterations(48, 10) == 14  # with a shorter step allowed: four lr levels within the run
     assert bn_momentum_for(100_000) == pytest.approx(0.01)  # Keras' value on a real run
     assert bn_momentum_for(48) == pytest.approx(0.1)
 
