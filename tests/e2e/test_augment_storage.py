@@ -172,3 +172,17 @@ def test_the_option_is_checked(tmp_path):
     assert r.exit_code == 2 and "on-read" in r.output
     with pytest.raises(UserError, match="augment_storage"):
         shards.plan(build_upstream(tmp_path / "w"), {**PARAMS, "augment_storage": "lazy"})
+
+
+def test_a_copy_without_image_or_preset_is_an_error_not_a_wrong_image(both, tmp_path):
+    """A train file whose on-read metadata was lost (e.g. rewritten by another tool) fails loudly."""
+    _, onr = both
+    f = shards.shard_files(onr, "train")[0]
+    t = pq.read_table(f)
+    stripped = tmp_path / "part-00000.parquet"
+    meta = {k: v for k, v in t.schema.metadata.items() if k != shards.STORAGE_KEY}
+    pq.write_table(t.replace_schema_metadata(meta), stripped)
+    ds = ShardDataset([stripped], RowFilter(augmentations=None))
+    with pytest.raises(ValueError, match="has no image"):
+        list(ds)
+    assert len(list(ShardDataset([stripped]))) == t.num_rows // 9  # the originals still read
