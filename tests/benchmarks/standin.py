@@ -51,7 +51,7 @@ class Video:
 
     @property
     def frames(self) -> int:
-        return int(round(self.seconds * self.fps))
+        return round(self.seconds * self.fps)
 
 
 @dataclass
@@ -216,7 +216,7 @@ def dfdc_full(seed: int = 0, parts: int = 50, total: int = 119_154, reals: int =
         r = Video(f"{part}/{name}", "dfdc-real", _dfdc_size(rng), 10.0, 30, False)
         vids.append(r)
         meta.setdefault(part, {})[name] = {"label": "REAL", "split": "train", "original": None}
-        n = int(round((k + 1) * per_real)) - made
+        n = round((k + 1) * per_real) - made
         made += n
         for _ in range(n):
             fake = f"{_letters(rng, 10)}.mp4"
@@ -308,7 +308,6 @@ def write_links(root: Path, plan: Plan, clips: list[Path]) -> None:
 def tiny_clip(path: Path, variant: int = 0) -> Path:
     """A 1 s real talking-head clip, 176x144 (what the count-bound stages need from a video: that it probes)."""
     import cv2
-
     from mesodata.pipeline import footage
 
     src = footage.carphone_frames()
@@ -370,7 +369,6 @@ def _base_faces():
     global _BASES
     if _BASES is None:
         import cv2
-
         from mesodata.pipeline import footage, sample
 
         faces = []
