@@ -148,13 +148,17 @@ def _in_worker(spec, seed):
 
 def test_same_copy_in_another_process(paper):
     """A worker process (pickled specs, fresh albumentations objects) makes the very same copies."""
-    from joblib import Parallel, delayed
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     specs = [*paper.values(), augment.normalize({"transform": "jpeg", "quality": [10, 90]}),
              augment.normalize({"transform": "gaussian_noise", "sigma": [1, 20]})]
     jobs = [(s, augment.sample_seed(3, "car", 10, s["name"])) for s in specs]
     local = [_in_worker(*j) for j in jobs]
-    remote = Parallel(n_jobs=2, backend="loky")(delayed(_in_worker)(*j) for j in jobs)
+    # a spawned pool of its own: joblib's loky pool is a process-wide singleton that the runner's
+    # LocalExecutor may have left behind in this test session
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        remote = list(pool.map(_in_worker, *zip(*jobs)))
     for (a, pa_), (b, pb) in zip(local, remote):
         assert pa_ == pb and np.array_equal(a, b)
 
