@@ -498,7 +498,7 @@ class LocalExecutor:
     def _pool_map(self, fn, jobs, give_up):
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        from joblib.externals.loky import get_reusable_executor
+        from joblib.executor import get_memmapping_executor
         from joblib.externals.loky.process_executor import BrokenProcessPool
 
         if self._watch is None:
@@ -509,8 +509,11 @@ class LocalExecutor:
         with watchdog.Monitor(self._watch) as monitor:
             try:
                 while todo or running:
-                    pool = get_reusable_executor(max_workers=n, timeout=self.IDLE_S, initializer=worker_init,
-                                                 initargs=(os.getpid(), self._watch))
+                    # joblib's own handle on loky's reusable pool: a later joblib.Parallel in this
+                    # process (scikit-learn's n_jobs, say) reuses or replaces it; loky's bare
+                    # get_reusable_executor leaves a pool joblib then fails on
+                    pool = get_memmapping_executor(n, timeout=self.IDLE_S, initializer=worker_init,
+                                                   initargs=(os.getpid(), self._watch))
                     while todo and len(running) < 2 * n:  # a few queued, not every payload at once
                         t = todo.popleft()
                         running[pool.submit(_watched_unit, t, fn, *jobs[t])] = t
