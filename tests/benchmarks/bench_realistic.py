@@ -1,7 +1,7 @@
 """The detector on the realistic fixture (tests/fixtures/realistic.py), end to end with the real
 commands, and two studies of its defaults on the same shards.
 
-    python tests/benchmarks/bench_realistic.py OUT [--scale small] [--seed 0] [--frames 8] \\
+    python tests/benchmarks/bench_realistic.py OUT [--scale small] [--seed 0] [--frames 4] \\
         [--what run,study,svmval] [--study-seeds 0,1] [--losses bce,mse] [--draws 50] [--run default]
 
 run:   writes the fixture to OUT/data, then `mesodata build --workers 2 [--frames F]`,
