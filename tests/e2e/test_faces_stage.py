@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import cv2
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -44,8 +45,13 @@ def resumed(sample_root, tmp_path_factory):
         if len(list(parts_dir.glob("*.parquet"))) >= 3:
             break
         time.sleep(0.02)
+    workers = psutil.Process(proc.pid).children(recursive=True)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # its worker processes notice within a second that their parent is gone and exit; one may finish
+    # the unit in hand first, so count the parts once they are all gone
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, alive
     killed_parts = len(list(parts_dir.glob("*.parquet")))
     state_after_kill = (work / ".state" / "faces.json").exists()
     second = subprocess.run(_build(data, work, 2), capture_output=True, text=True, env=env, timeout=600)
