@@ -46,6 +46,7 @@ import urllib3
 
 from . import archives, atomic, storage
 from .errors import UserError
+from .progress import Progress, human_bytes
 
 __all__ = [
     "COMPRESSIONS",
@@ -152,8 +153,8 @@ class FetchReport:
         c = self.counts
         got = c.get("done", 0) + c.get("resumed", 0)
         rate = self.bytes / self.seconds if self.seconds > 0 else 0.0
-        line = (f"fetched {got} files ({_human(self.bytes)} in {self.seconds:.1f} s, "
-                f"{_human(rate)}/s), {c.get('skipped-complete', 0)} already complete, "
+        line = (f"fetched {got} files ({human_bytes(self.bytes)} in {self.seconds:.1f} s, "
+                f"{human_bytes(rate)}/s), {c.get('skipped-complete', 0)} already complete, "
                 f"{c.get('failed', 0)} failed")
         unpacked = [f for f in self.files if f.extracted]
         if unpacked:
@@ -161,17 +162,6 @@ class FetchReport:
         if self.failed:
             line += f"; see {self.path}"
         return line
-
-
-def _human(n: float) -> str:
-    """Bytes for people: `812 B`, `4.7 KiB`, `1.2 GiB`."""
-    if n < 1024:
-        return f"{n:.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if n < 1024 or unit == "TiB":
-            break
-    return f"{n:.1f} {unit}"
 
 
 def _redact(url: str) -> str:
@@ -771,8 +761,6 @@ class _Progress:
     pipeline.progress. Byte totals are per file and replaced by each response's own."""
 
     def __init__(self, files: int, enabled: bool | None, every: float = 10.0):
-        from .progress import Progress
-
         self.files = files
         self.done = 0
         self.totals: dict[str, int] = {}
@@ -803,7 +791,7 @@ class _Progress:
                 return
             msg = f"[{self.done}/{self.files}] {result.status} {result.path}"
             if result.bytes:
-                msg += f" ({_human(result.bytes)})"
+                msg += f" ({human_bytes(result.bytes)})"
             if result.reason:
                 msg += f": {result.reason}"
             self.bar.write(msg, logging.WARNING if result.status == "failed" else logging.INFO)

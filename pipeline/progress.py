@@ -13,18 +13,21 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator, TypeVar
 
-__all__ = ["Progress", "track"]
+__all__ = ["Progress", "track", "human_bytes"]
 
 log = logging.getLogger("mesodata")
 T = TypeVar("T")
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def human_bytes(n: float) -> str:
+    """Bytes for people: `812 B`, `4.7 KiB`, `1.2 GiB`."""
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         n /= 1024
-    return f"{n:.1f} GiB"
+        if abs(n) < 1024 or unit == "TiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 class Progress:
@@ -107,13 +110,13 @@ class Progress:
         return max(self.total - self.n, 0) / self.rate
 
     def _amount(self, n: float) -> str:
-        return _human_bytes(n) if self.binary else f"{n:g}"
+        return human_bytes(n) if self.binary else f"{n:g}"
 
     def line(self) -> str:
         """'desc: 12/40 units (3.1/s, ETA 9 s)': what a log line says."""
         done = self._amount(self.n) + (f"/{self._amount(self.total)}" if self.total is not None else "")
         done += "" if self.binary else f" {self.unit}"
-        rate = f"{_human_bytes(self.rate)}/s" if self.binary else f"{self.rate:.1f}/s"
+        rate = f"{human_bytes(self.rate)}/s" if self.binary else f"{self.rate:.1f}/s"
         eta = self.eta
         tail = f", ETA {eta:.0f} s" if eta is not None and self.total is not None and self.n < self.total else ""
         extra = f", {self.postfix}" if self.postfix else ""
