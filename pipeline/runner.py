@@ -431,6 +431,11 @@ def map_units(fn: Callable[[Any], pa.Table], units: Sequence[Unit], parts_dir: P
     try:
         results = list(progress(executor.map(_run_unit, jobs, give_up=give_up if abandoned else None),
                                 len(jobs), desc))
+    except BaseException:
+        if isinstance(parts_dir, Path):  # the stopped workers' half-written parts (a full disk, Ctrl-C)
+            for tmp in parts_dir.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        raise
     finally:
         if own:
             executor.close()
@@ -576,7 +581,21 @@ def _kill_loky_workers() -> None:
         return
     executor = getattr(reusable_executor, "_executor", None)
     if executor is not None:
-        executor.shutdown(wait=False, kill_workers=True)
+        _ignore_manager_thread_errors()
+        # wait: the killed workers are gone (and can write nothing more) when this returns
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+def _ignore_manager_thread_errors() -> None:
+    """loky's manager thread can trip over the work items a forced shutdown just removed (a
+    KeyError traceback on stderr after Ctrl-C); the command is stopping anyway, so say nothing."""
+    previous = threading.excepthook
+
+    def hook(args):
+        if args.thread is None or args.thread.name != "ExecutorManagerThread":
+            previous(args)
+
+    threading.excepthook = hook
 
 
 class DaskExecutor:
