@@ -15,8 +15,10 @@ Per video, 32 frames evenly spaced over the whole video (the stage's default), t
   baseline  DeepfakeBench's preprocessing: decode every frame of the video (cv2.VideoCapture),
             and on each sampled frame run dlib's HOG detector at full resolution with one
             upsampling (`face_detector(rgb, 1)`), take the largest face, crop 1.3x, 256x256, PNG
-  floor     decoding alone, up to the last sampled frame, nothing converted or detected
-Prints median wall and CPU seconds per video and the ratios ours/floor and baseline/ours.
+  floor     decoding alone, every frame up to the last sampled one, nothing converted or detected
+  skip      decoding alone as the stage decodes: the sampled frames and the frames they refer to,
+            skipping the unsampled frames nothing refers to (pipeline.frames.FrameSampler)
+Prints median wall and CPU seconds per video and the ratios ours/floor, ours/skip and baseline/ours.
 `--against` also times `before`: the same unit work by another copy of the repository (e.g.
 `git worktree add /tmp/old <commit>`), imported beside this one and run in turn with ours and the
 floor, so a change is measured side by side under the same load.
@@ -118,6 +120,14 @@ def floor(path: str) -> int:
         for i, _ in enumerate(c.decode(s)):
             if i >= last:
                 break
+    return 0
+
+
+def skip_floor(path: str) -> int:
+    from mesodata.pipeline.frames import FrameSampler
+
+    for _ in FrameSampler(path, plan_indices(N, FPS, frames=SAMPLES)):
+        pass
     return 0
 
 
@@ -236,10 +246,11 @@ def main() -> None:
     print(f"cpu: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; {SAMPLES} of {N} frames per video")
     rows = []
     for name, path in videos.items():
-        res = {"ours": [], "floor": [], "baseline": [], "before": []}
+        res = {"ours": [], "floor": [], "skip": [], "baseline": [], "before": []}
         for r in range(max(args.repeats, args.baseline_repeats)):
             if r < args.repeats:
                 res["floor"].append(timed(floor, path))
+                res["skip"].append(timed(skip_floor, path))
                 res["ours"].append(timed(ours, path))
                 if before:
                     res["before"].append(timed(before, path))
@@ -248,16 +259,17 @@ def main() -> None:
         med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), v[0][2]) if v
                else (math.nan, math.nan, 0) for k, v in res.items()}
         rows.append((name, med))
-        print(f"{name:16s} floor {med['floor'][0]:6.3f}s  ours {med['ours'][0]:6.3f}s "
+        print(f"{name:16s} floor {med['floor'][0]:6.3f}s  skip {med['skip'][0]:6.3f}s  ours {med['ours'][0]:6.3f}s "
               f"({med['ours'][2]} faces)  baseline {med['baseline'][0]:7.3f}s ({med['baseline'][2]} faces)"
               + (f"  before {med['before'][0]:6.3f}s ({med['before'][2]} faces)" if before else ""), flush=True)
-    print("\n| video | decode floor (s) | ours (s) | baseline (s) | ours / floor | baseline / ours "
-          "| CPU s: floor / ours / baseline | faces: ours / baseline |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| video | decode floor (s) | skip (s) | ours (s) | baseline (s) | ours / floor | ours / skip "
+          "| baseline / ours | CPU s: floor / skip / ours / baseline | faces: ours / baseline |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, m in rows:
-        print(f"| {name} | {m['floor'][0]:.3f} | {m['ours'][0]:.3f} | {m['baseline'][0]:.2f} | "
-              f"{m['ours'][0] / m['floor'][0]:.2f}x | {m['baseline'][0] / m['ours'][0]:.1f}x | "
-              f"{m['floor'][1]:.2f} / {m['ours'][1]:.2f} / {m['baseline'][1]:.2f} | "
+        print(f"| {name} | {m['floor'][0]:.3f} | {m['skip'][0]:.3f} | {m['ours'][0]:.3f} | {m['baseline'][0]:.2f} | "
+              f"{m['ours'][0] / m['floor'][0]:.2f}x | {m['ours'][0] / m['skip'][0]:.2f}x | "
+              f"{m['baseline'][0] / m['ours'][0]:.1f}x | "
+              f"{m['floor'][1]:.2f} / {m['skip'][1]:.2f} / {m['ours'][1]:.2f} / {m['baseline'][1]:.2f} | "
               f"{m['ours'][2]}/{SAMPLES} / {m['baseline'][2]}/{SAMPLES} |")
     if before:
         print("\n| video | decode floor (s) | before (s) | ours (s) | before / floor | ours / floor "

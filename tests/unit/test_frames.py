@@ -75,6 +75,39 @@ def test_sampled_frames_are_exactly_the_planned_ones(coded):
     assert [g[1] for g in got] == indices  # the pixels say which frame it is
     assert [g[2] for g in got] == pytest.approx([i / 25 for i in indices])
     assert sampler.error is None and not sampler.ended
+    assert sampler.skipped > 0  # the frames came by the skipping pass, not its sequential fallback
+
+
+def _sampled(path, indices, **kw) -> tuple[FrameSampler, list[tuple[int, float, np.ndarray]]]:
+    sampler = FrameSampler(path, indices, **kw)
+    return sampler, [(sf.index, sf.timestamp, sf.frame.to_ndarray(format="rgb24")) for sf in sampler]
+
+
+@pytest.mark.parametrize("indices", [[0, 1, 2, 119], list(range(0, 120, 7)), [40, 41, 42, 43, 90]],
+                         ids=["ends", "stride-7", "runs"])
+def test_skipping_unwanted_frames_gives_the_sequential_frames_pixel_for_pixel(coded, indices):
+    fast, got = _sampled(coded, indices)
+    slow, want = _sampled(coded, indices, skip_unwanted=False)
+    assert [g[0] for g in got] == [w[0] for w in want] == indices
+    assert [g[1] for g in got] == [w[1] for w in want]
+    assert all(np.array_equal(g[2], w[2]) for g, w in zip(got, want))
+    assert fast.decoded == slow.decoded == indices[-1] + 1
+    # 3 B-frames between references: most unwanted frames are B-frames nothing refers to
+    assert slow.skipped == 0 and fast.skipped > (indices[-1] + 1 - len(indices)) // 3
+
+
+def test_a_video_that_ends_early_falls_back_to_sequential_without_repeating_a_frame(coded, tmp_path):
+    """The skipping pass hands on what it reached, meets the early end, and the sequential pass
+    takes over from the start: it has the last word on `decoded` and `ended`, and hands on nothing twice."""
+    cut = tmp_path / "cut.mp4"
+    data = open(coded, "rb").read()
+    cut.write_bytes(data[: len(data) // 2])
+    indices = plan_indices(120, 25.0, frames=32)
+    fast, got = _sampled(str(cut), indices)
+    slow, want = _sampled(str(cut), indices, skip_unwanted=False)
+    assert [g[0] for g in got] == [w[0] for w in want] and len(got) == len({g[0] for g in got}) > 0
+    assert all(np.array_equal(g[2], w[2]) for g, w in zip(got, want))
+    assert (fast.decoded, fast.ended, fast.error) == (slow.decoded, slow.ended, slow.error) == (slow.decoded, True, None)
 
 
 def test_decoding_stops_at_the_last_wanted_frame(coded):
