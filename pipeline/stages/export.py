@@ -25,7 +25,6 @@ folder as an export: mesodata writes only into an empty folder or one that holds
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
@@ -147,17 +146,18 @@ def _check_out(work: Work, out: Path, fmt: str) -> dict | None:
 
 
 # --- the plan --------------------------------------------------------------------------------------
-def _rows(work: Work) -> pa.Table:
-    """The originals of train, val and test (no image), with their shard file, from the shards."""
-    tables = []
+def _rows(work: Work) -> tuple[pa.Table, dict[str, list[str]]]:
+    """The originals of train, val and test (no image), and each shard file's videos, from the shards."""
+    tables, videos = [], {}
     for split in MODES:
         for f in shards_stage.shard_files(work, split):
             t = storage.read_table(f, columns=_COLUMNS)
             t = t.filter(pc.equal(t["augmentation"], "none"))
-            tables.append(t.append_column("_file", pa.array([str(f)] * t.num_rows, pa.string())))
+            tables.append(t)
+            videos[str(f)] = pc.unique(t["video_id"]).to_pylist()
     if not tables:
         raise UserError(f"no shards under {work.path(shards_stage.DATA_DIR)}: run `mesodata split` first")
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables), videos
 
 
 def _check_shards_current(work: Work) -> str:
@@ -270,21 +270,29 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def _export_shard(payload: dict) -> pa.Table:
-    t = storage.read_table(payload["shard"], columns=[*_COLUMNS, "image"])
-    t = t.filter(pc.equal(t["augmentation"], "none"))
+    """Write the PNGs of one shard file's originals, row group by row group (a worker holds one row
+    group's images, whatever the shard's size); return the files written and their rows."""
     out, fmt, plan = Path(payload["out"]), payload["format"], payload["plan"]
     cols: dict[str, list] = defaultdict(list)
-    images = t["image"].combine_chunks().field("bytes").to_pylist() if t.num_rows else []
-    for j, (vid, frame, split, source, label, method, group) in enumerate(zip(
-            *(t[c].to_pylist() for c in ("video_id", "frame_index", "split", "source", "label", "method", "group")))):
-        entry = plan.get(vid)
-        if entry is None:  # a video the format has no place for (counted in the plan)
+    shard = storage.parquet_file(payload["shard"])
+    for g in range(shard.num_row_groups):
+        t = shard.read_row_group(g, columns=[*_COLUMNS, "image"])
+        t = t.filter(pc.equal(t["augmentation"], "none"))
+        if not t.num_rows:
             continue
-        rel = _file_name(fmt, entry, frame)
-        _write_file(out / rel, _as_png(images[j], f"{vid}#{frame}"))
-        for k, v in (("file", rel), ("video_id", vid), ("frame_index", frame), ("split", split),
-                     ("source", source), ("label", int(label)), ("method", method), ("group", group)):
-            cols[k].append(v)
+        images = t["image"].combine_chunks().field("bytes").to_pylist()
+        for j, (vid, frame, split, source, label, method, group) in enumerate(zip(
+                *(t[c].to_pylist() for c in ("video_id", "frame_index", "split", "source", "label", "method",
+                                             "group")))):
+            entry = plan.get(vid)
+            if entry is None:  # a video the format has no place for (counted in the plan)
+                continue
+            rel = _file_name(fmt, entry, frame)
+            _write_file(out / rel, _as_png(images[j], f"{vid}#{frame}"))
+            for k, v in (("file", rel), ("video_id", vid), ("frame_index", frame), ("split", split),
+                         ("source", source), ("label", int(label)), ("method", method), ("group", group)):
+                cols[k].append(v)
+        del t, images  # before the next row group is read
     return pa.table({
         "file": pa.array(cols["file"], pa.string()), "video_id": pa.array(cols["video_id"], pa.string()),
         "frame_index": pa.array(cols["frame_index"], pa.int64()), "split": pa.array(cols["split"], pa.string()),
@@ -348,17 +356,15 @@ def _plan(run: StageRun) -> list[Unit]:
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / MARKER, {"format": fmt, "fingerprint": fp, "complete": False, "work": str(work.root),
                                      "path_prefix": p.get("path_prefix")})
-    rows = _rows(work)
+    rows, by_file = _rows(work)
     plan, skipped = (_plan_deepfakebench(work, rows, p) if fmt == "deepfakebench" else _plan_imagefolder(rows))
+    del rows
     for what, n in skipped.items():
         log.warning("export %s: %d video(s) of %s left out: DeepfakeBench has no dataset for them", fmt, n, what)
     ctx["plan"], ctx["skipped"] = plan, skipped
-    by_file: dict[str, set] = defaultdict(set)
-    for f, vid in zip(rows["_file"].to_pylist(), rows["video_id"].to_pylist()):
-        by_file[f].add(vid)
     return [Unit(f"{run.stage.name}:{storage.relative(f, work.root)}", {
         "shard": f, "out": str(out), "format": fmt, "plan": {v: plan[v] for v in sorted(vids) if v in plan}})
-        for f, vids in sorted(by_file.items())]
+        for f, vids in sorted(by_file.items()) if vids]
 
 
 def _before_map(run: StageRun) -> None:
@@ -471,15 +477,17 @@ def _write_deepfakebench(out: Path, p: dict, table: pa.Table, plan: dict) -> lis
 
 
 _CSV_COLUMNS = ["file", "split", "label", "label_name", "source", "method", "video_id", "frame_index", "group"]
+_CSV_BATCH_ROWS = 65_536
 
 
 def _write_imagefolder(out: Path, table: pa.Table) -> list[str]:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in table.to_pylist():
-        w.writerow({**{k: r[k] for k in _CSV_COLUMNS if k in r}, "label_name": LABEL_NAMES[r["label"]]})
-    atomic.write_bytes(out / "metadata.csv", buf.getvalue().encode())
+    """metadata.csv, written a batch of rows at a time (not a Python dict per image at once)."""
+    with atomic.atomic_path(out / "metadata.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=_CSV_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for batch in table.to_batches(max_chunksize=_CSV_BATCH_ROWS):
+            for r in batch.to_pylist():
+                w.writerow({**{k: r[k] for k in _CSV_COLUMNS if k in r}, "label_name": LABEL_NAMES[r["label"]]})
     return ["metadata.csv"]
 
 

@@ -16,7 +16,9 @@ The plan comes first and is deterministic: videos (in chunks, when a video alone
 its share) are spread over a split's shards in a seeded order, largest first onto the lightest
 shard, and the rows of each shard are put in a seeded order (so each row group mixes videos).
 Then every shard is one runner unit that reads its crops, applies the transforms (each copy
-seeded by the seed and its own id) and writes its file atomically. The same inputs give
+seeded by the seed and its own id) and writes its file atomically, a row group at a time (so a
+worker's memory is a row group's, not a shard's). The plan holds each shard's originals once and
+two small ints per row (`shard_rows.ShardRows`), not a record per row. The same inputs give
 byte-identical shards whatever the worker count; a killed run redoes only missing shards; a
 finished one is a no-op.
 
@@ -54,6 +56,7 @@ import pyarrow.parquet as pq
 from .. import atomic, augment, cells, schema, storage
 from ..errors import UserError
 from ..runner import Output, Param, Stage, StageDef, StageRun, Unit, Work, check_params, run_stage
+from ..shard_rows import ORIGINAL_COLUMNS, CropSpill, ShardRows
 
 log = logging.getLogger("mesodata")
 
@@ -155,19 +158,36 @@ def _image_bytes(pf: pq.ParquetFile) -> int:
     return total
 
 
+_MERGE_EVERY = 1000  # faces files read before their tables are merged: apart, each costs ~10 KB
+
+
+def _faces_rows(files: list[Path]):
+    """The faces rows of every file (_FACE_COLUMNS, plus `_file` and `_row`: where each crop is) as
+    a DataFrame, and the files' image bytes. One file is one video: its tables are merged as they
+    come, so the plan does not grow by a table per video."""
+    merged, pending, names, counts, image_bytes = [], [], [], [], 0
+    for f in files:
+        pf = storage.parquet_file(f)
+        pending.append(pf.read(columns=[c for c in _FACE_COLUMNS if c in pf.schema_arrow.names]))
+        names.append(str(f))
+        counts.append(pending[-1].num_rows)
+        image_bytes += _image_bytes(pf)
+        if len(pending) == _MERGE_EVERY:
+            merged.append(_merged(pending))
+            pending = []
+    faces = _merged(merged + pending).to_pandas()
+    faces["_file"] = np.repeat(np.array(names, dtype=object), counts)
+    faces["_row"] = np.arange(len(faces), dtype=np.int64) - np.repeat(np.cumsum([0, *counts[:-1]]), counts)
+    return faces, image_bytes
+
+
+def _merged(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="default").combine_chunks()
+
+
 def _selection(work: Work):
     """Rows to ship (a DataFrame, one per original crop) and how many rows were left out, and why."""
-    import pandas as pd
-
-    faces, image_bytes = [], 0
-    for f in _faces_files(work):
-        pf = storage.parquet_file(f)
-        cols = [c for c in _FACE_COLUMNS if c in pf.schema_arrow.names]
-        df = pf.read(columns=cols).to_pandas()
-        df["_file"], df["_row"] = str(f), np.arange(len(df), dtype=np.int64)
-        faces.append(df)
-        image_bytes += _image_bytes(pf)
-    faces = pd.concat(faces, ignore_index=True)
+    faces, image_bytes = _faces_rows(_faces_files(work))
     for path in ("dedupe.parquet", "split.parquet"):
         if not work.path(path).exists():
             raise UserError(f"no {path} in {work.root}: run `mesodata build` / `mesodata split` first")
@@ -209,20 +229,31 @@ def _selection(work: Work):
 
 
 # --- the plan ------------------------------------------------------------------------------------
-def _spread(videos: list[tuple[str, list[int]]], n_rows_per_orig: int, n_shards: int, rng: random.Random):
-    """Assign (video, originals) chunks to `n_shards` shards: seeded order, largest first, lightest shard."""
-    total = sum(len(r) for _, r in videos)
+def _spread(videos: list[tuple[str, int, int]], n_rows_per_orig: int, n_shards: int,
+            rng: random.Random) -> list[list[tuple[int, int]]]:
+    """Assign (video, start, stop) runs of originals to `n_shards` shards, in chunks: seeded order,
+    largest first, lightest shard. Each shard gets a list of (start, stop) ranges."""
+    total = sum(stop - start for _, start, stop in videos)
     chunk = max(1, math.ceil(total / n_shards / 2))
-    chunks = [rows[i:i + chunk] for _, rows in videos for i in range(0, len(rows), chunk)]
+    chunks = [(i, min(i + chunk, stop)) for _, start, stop in videos for i in range(start, stop, chunk)]
     rng.shuffle(chunks)
-    chunks.sort(key=len, reverse=True)  # stable: equal sizes keep the seeded order
+    chunks.sort(key=lambda c: c[1] - c[0], reverse=True)  # stable: equal sizes keep the seeded order
     n_shards = min(n_shards, len(chunks))
     loads, shards = [0] * n_shards, [[] for _ in range(n_shards)]
     for c in chunks:
         k = min(range(n_shards), key=lambda i: (loads[i], i))
-        shards[k].extend(c)
-        loads[k] += len(c) * n_rows_per_orig
+        shards[k].append(c)
+        loads[k] += (c[1] - c[0]) * n_rows_per_orig
     return shards
+
+
+def _video_runs(video_ids: np.ndarray) -> list[tuple[str, int, int]]:
+    """(video, start, stop) of each video's run of rows (rows sorted by video), sorted by video."""
+    if not len(video_ids):
+        return []
+    starts = np.flatnonzero(np.r_[True, video_ids[1:] != video_ids[:-1]])
+    stops = np.r_[starts[1:], len(video_ids)]
+    return sorted(zip(video_ids[starts].tolist(), starts.tolist(), stops.tolist()))
 
 
 def plan(work: Work, params: dict) -> tuple[Stage, list[Unit], dict]:
@@ -239,35 +270,32 @@ def _plan_units(work: Work, p: dict, preset: dict) -> tuple[list[Unit], dict]:
     layout = {"train": [None] + [s["name"] for s in preset["train"]], "val": [None], "test": [None]}
     if p["perturb_test"] and preset["perturb"]:
         layout[PERTURBED] = [s["name"] for s in preset["perturb"]]
-    # one lean record per original crop: what a worker needs to find and label it
-    recs = list(zip(rows["_file"], rows["_row"].tolist(), rows["video_id"], rows["frame_index"].tolist(),
-                    rows["source"], rows["label"].astype(int).tolist(), rows["method"], rows["group"],
-                    rows["split"]))
+    rows["label"] = rows["label"].astype(int)
+    planned = rows[ORIGINAL_COLUMNS]  # what a worker needs to find and label each original
     units: list[Unit] = []
     for folder, copies in layout.items():
         source_split = "test" if folder == PERTURBED else folder
-        idx = [i for i, r in enumerate(recs) if r[8] == source_split]
-        if not idx:
+        idx = np.flatnonzero((rows["split"] == source_split).to_numpy())  # in video order
+        if not len(idx):
             continue
-        by_video: dict[str, list[int]] = defaultdict(list)
-        for i in idx:
-            by_video[recs[i][2]].append(i)
         on_read = on_read_split(folder, p["augment_storage"]) and len(copies) > 1
         n_out = len(idx) * len(copies)
         n_stored = len(idx) if on_read else n_out  # rows whose image bytes are stored
         n_shards = max(1, math.ceil(n_stored * info["estimated_image_bytes"] / p["shard_size"]),
                        min(p["min_shards"], n_stored // p["row_group_rows"]))
-        shards = _spread(sorted(by_video.items()), len(copies), n_shards, random.Random(f"{p['seed']}:{folder}"))
-        for k, originals in enumerate(shards):
+        videos = _video_runs(rows["video_id"].to_numpy()[idx])
+        shards = _spread(videos, len(copies), n_shards, random.Random(f"{p['seed']}:{folder}"))
+        for k, ranges in enumerate(shards):
+            originals = idx[np.concatenate([np.arange(a, b) for a, b in ranges])]
             rng = random.Random(f"{p['seed']}:{folder}:{k}")
             if on_read:
-                out_rows = _families_order([recs[i][:8] for i in originals], copies, p["row_group_rows"], rng)
+                order = _families_order(len(originals), len(copies), p["row_group_rows"], rng)
             else:
-                out_rows = [(*recs[i][:8], aug) for i in originals for aug in copies]
-                rng.shuffle(out_rows)
+                order = _shuffled_order(len(originals), len(copies), rng)
             rel = f"{DATA_DIR}/{FOLDERS[folder]}/part-{k:05d}.parquet"
             units.append(Unit(rel, {
-                "out": work.path(rel), "rel": rel, "split": folder, "rows": out_rows,
+                "out": work.path(rel), "rel": rel, "split": folder,
+                "rows": ShardRows(planned.iloc[originals], *order, copies),
                 "specs": {a: specs[a] for a in copies if a is not None}, "seed": p["seed"],
                 "row_group_rows": p["row_group_rows"] * (len(copies) if on_read else 1),
                 "on_read": on_read, "png_compression": p["png_compression"]}))
@@ -282,48 +310,57 @@ def on_read_split(split: str, storage_mode: str) -> bool:
     return storage_mode == "on-read" and split == "train"
 
 
-def _families_order(originals: list[tuple], copies: list, per_group: int, rng: random.Random) -> list[tuple]:
+def _shuffled_order(n_originals: int, n_copies: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    """Materialized row order: every original with each of its copies, all in one seeded order.
+    (original, copy) index per row; shuffling indices gives the permutation shuffling the rows would."""
+    perm = list(range(n_originals * n_copies))
+    rng.shuffle(perm)
+    return np.divmod(np.asarray(perm, np.int64), n_copies)
+
+
+def _families_order(n_originals: int, n_copies: int, per_group: int,
+                    rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
     """On-read row order: each row group holds `per_group` originals with all their copies, so a
     reader makes every copy from the row group it reads; originals and rows within a group in a
-    seeded order."""
-    originals = list(originals)
+    seeded order. (original, copy) index per row."""
+    originals = list(range(n_originals))
     rng.shuffle(originals)
-    out = []
-    for g in range(0, len(originals), per_group):
-        group = [(*o, aug) for o in originals[g:g + per_group] for aug in copies]
-        rng.shuffle(group)
-        out.extend(group)
-    return out
+    parts = []
+    for g in range(0, n_originals, per_group):
+        members = np.asarray(originals[g:g + per_group], np.int64)
+        perm = list(range(len(members) * n_copies))
+        rng.shuffle(perm)
+        member, copy = np.divmod(np.asarray(perm, np.int64), n_copies)
+        parts.append((members[member], copy))
+    return np.concatenate([o for o, _ in parts]), np.concatenate([c for _, c in parts])
 
 
 # --- one unit: one shard ---------------------------------------------------------------------------
-def _read_crops(rows: list[tuple]) -> dict[tuple[str, int], dict]:
-    """The image structs of the rows' crops, read row group by row group, checked against their ids."""
-    need: dict[str, set[int]] = defaultdict(set)
-    ids = {}
-    for r in rows:
-        need[r[0]].add(r[1])
-        ids[(r[0], r[1])] = (r[2], r[3])
-    out = {}
+def _spill_crops(planned: ShardRows, spill: CropSpill) -> None:
+    """Read each original's crop once, faces row group by row group, check it is the crop planned
+    and spill its bytes; keys are (faces file, row)."""
+    need: dict[str, dict[int, tuple]] = defaultdict(dict)
+    for f, i, vid, frame, *_ in planned.records():
+        need[f][i] = (vid, frame)
     for f, wanted in need.items():
         pf = storage.parquet_file(f)
         starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-        groups = sorted({int(np.searchsorted(starts, i, side="right") - 1) for i in wanted})
-        for g in groups:
+        rows = np.array(sorted(wanted), np.int64)
+        groups = np.searchsorted(starts, rows, side="right") - 1
+        for g in np.unique(groups).tolist():
             t = pf.read_row_group(g, columns=["video_id", "frame_index", "image"])
-            vids, frames = t["video_id"].to_pylist(), t["frame_index"].to_pylist()
-            images = t["image"].to_pylist()
-            for i in wanted:
+            vids, frames, images = t["video_id"], t["frame_index"], t["image"]
+            for i in rows[groups == g].tolist():
                 j = i - int(starts[g])
-                if 0 <= j < t.num_rows:
-                    if (vids[j], frames[j]) != ids[(f, i)]:
-                        raise RuntimeError(f"{f} row {i} is {vids[j]}#{frames[j]}, expected "
-                                           f"{ids[(f, i)][0]}#{ids[(f, i)][1]}: the faces files changed "
-                                           "during the run; rerun the split")
-                    if images[j] is None or not images[j].get("bytes"):
-                        raise RuntimeError(f"{vids[j]} frame {frames[j]} has status 'face' but no image in {f}")
-                    out[(f, i)] = images[j]
-    return out
+                vid, frame = vids[j].as_py(), frames[j].as_py()
+                if (vid, frame) != wanted[i]:
+                    raise RuntimeError(f"{f} row {i} is {vid}#{frame}, expected {wanted[i][0]}#{wanted[i][1]}: "
+                                       "the faces files changed during the run; rerun the split")
+                image = images[j].as_py()
+                if image is None or not image.get("bytes"):
+                    raise RuntimeError(f"{vid} frame {frame} has status 'face' but no image in {f}")
+                spill.add((f, i), image["bytes"], image.get("path"))
+            del t, vids, frames, images  # before the next row group is read
 
 
 def _decode_rgb(data: bytes, where: str) -> np.ndarray:
@@ -333,48 +370,74 @@ def _decode_rgb(data: bytes, where: str) -> np.ndarray:
         raise RuntimeError(f"cannot decode the crop of {where} ({len(data)} bytes)") from None
 
 
+class _DecodedCrops:
+    """Each original's pixels, decoded once and dropped after its last copy is made."""
+
+    def __init__(self, planned: ShardRows):
+        self._pixels: dict[tuple[str, int], np.ndarray] = {}
+        self._remaining: dict[tuple[str, int], int] = defaultdict(int)
+        recs = planned.records()
+        for o, c in zip(planned.original.tolist(), planned.copy.tolist()):
+            if planned.copies[c] is not None:
+                self._remaining[recs[o][:2]] += 1
+
+    def take(self, key: tuple[str, int], spill: CropSpill, where: str) -> np.ndarray:
+        """The pixels of crop `key` for one more copy."""
+        pixels = self._pixels.get(key)
+        if pixels is None:
+            pixels = self._pixels[key] = _decode_rgb(spill.data(key), where)
+        self._remaining[key] -= 1
+        if not self._remaining[key]:
+            del self._pixels[key]
+        return pixels
+
+
 def _write_shard(payload: dict) -> pa.Table:
-    """Materialize one planned shard, write it atomically, return its per-class counts (the runner's part)."""
-    rows, specs = payload["rows"], payload["specs"]
-    crops = _read_crops(rows)
-    decoded: dict[tuple[str, int], np.ndarray] = {}
-    remaining = defaultdict(int)  # copies still to make of each crop: free its pixels after the last
-    for r in rows:
-        if r[8] is not None and not payload["on_read"]:
-            remaining[(r[0], r[1])] += 1
+    """Materialize one planned shard, write it atomically, return its per-class counts (the runner's part).
+    Row group by row group: a worker holds one row group's images (and the crops' bytes in a temp
+    file), whatever the size of the shard."""
+    planned: ShardRows = payload["rows"]
+    decoded = None if payload["on_read"] else _DecodedCrops(planned)
+    counts: dict[tuple, int] = defaultdict(int)
+    extra = {STORAGE_KEY: _storage_metadata(payload["specs"])} if payload["on_read"] else {}
+    with atomic.atomic_path(payload["out"]) as tmp, CropSpill(tmp.parent) as spill:
+        _spill_crops(planned, spill)
+        with _shard_writer(tmp, _shard_schema(extra)) as writer:
+            for group in planned.row_groups(payload["row_group_rows"]):
+                table = _row_group(group, payload, spill, decoded)
+                writer.write_table(table, row_group_size=table.num_rows)
+                _count_classes(counts, table)
+        os.chmod(tmp, 0o644)  # a dataset others read (mkstemp makes 0600)
+    return _shard_summary(payload["rel"], payload["split"], counts, len(planned), storage.size(payload["out"]))
+
+
+def _row_group(group: list[tuple], payload: dict, spill: CropSpill, decoded: _DecodedCrops | None) -> pa.Table:
+    """One row group's rows as a table of the shard schema: originals' bytes as stored, copies made."""
+    specs = payload["specs"]
     cols: dict[str, list] = defaultdict(list)
-    for f, i, vid, frame, source, label, method, group, aug in rows:
+    for (f, i, vid, frame, source, label, method, group_name), aug in group:
         key = (f, i)
         stem = f"{vid}/{frame:06d}"
         if aug is None:
-            image = {"bytes": crops[key]["bytes"], "path": crops[key].get("path") or f"{stem}.png"}
+            image = {"bytes": spill.data(key), "path": spill.path(key) or f"{stem}.png"}
             params = "{}"
         elif payload["on_read"]:  # no image: the exact parameters, from the crop's size alone
             image = None
             used = augment.params_for(specs[aug], augment.sample_seed(payload["seed"], vid, frame, aug),
-                                      _crop_shape(crops[key]["bytes"], f"{vid}#{frame}"))
+                                      _crop_shape(spill.data(key), f"{vid}#{frame}"))
             params = json.dumps(used, sort_keys=True)
         else:
-            if key not in decoded:
-                decoded[key] = _decode_rgb(crops[key]["bytes"], f"{vid}#{frame}")
-            seed = augment.sample_seed(payload["seed"], vid, frame, aug)
-            out, used = augment.apply(decoded[key], specs[aug], seed)
+            pixels = decoded.take(key, spill, f"{vid}#{frame}")
+            out, used = augment.apply(pixels, specs[aug], augment.sample_seed(payload["seed"], vid, frame, aug))
             image = cells.cell(cells.encode_png(out, cells.png_level(payload["png_compression"])), f"{stem}-{aug}.png")
             params = json.dumps(used, sort_keys=True)
-            remaining[key] -= 1
-            if not remaining[key]:
-                del decoded[key]
         cols["image"].append(image)
         for name, v in (("label", label), ("source", source), ("method", method), ("video_id", vid),
-                        ("frame_index", frame), ("split", payload["split"]), ("group", group),
+                        ("frame_index", frame), ("split", payload["split"]), ("group", group_name),
                         ("augmentation", aug or "none"), ("aug_params", params)):
             cols[name].append(v)
-    target = schema.load(NAME)
-    table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in target})
-    table = schema.conform(table, NAME)
-    extra = {STORAGE_KEY: _storage_metadata(specs)} if payload["on_read"] else {}
-    _write_table(table, payload["out"], payload["row_group_rows"], extra)
-    return _shard_summary(payload["rel"], payload["split"], table, storage.size(payload["out"]))
+    table = pa.table({f.name: pa.array(cols[f.name], f.type) for f in schema.load(NAME)})
+    return schema.conform(table, NAME)
 
 
 def _crop_shape(data: bytes, where: str) -> tuple[int, int]:
@@ -395,31 +458,44 @@ def storage_info(schema_metadata: dict | None) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+def _shard_schema(extra: dict | None = None) -> pa.Schema:
+    """A shard file's Arrow schema: schemas/shards.yaml with the Hugging Face features in its metadata."""
+    target = schema.load(NAME)
+    return target.with_metadata({**(target.metadata or {}), b"huggingface": _hf_metadata(), **(extra or {})})
+
+
+def _shard_writer(path, arrow_schema: pa.Schema) -> pq.ParquetWriter:
+    """A shard file's writer: small columns zstd with dictionaries and statistics, images stored as is."""
+    small = [c for c in arrow_schema.names if c != "image"] + ["image.path"]
+    return pq.ParquetWriter(path, arrow_schema, compression={**{c: "zstd" for c in small}, "image.bytes": "none"},
+                            use_dictionary=small, write_statistics=small)
+
+
 def _write_table(table: pa.Table, out, row_group_rows: int, extra: dict | None = None) -> None:
-    """One shard file, atomically: the Hugging Face features in its metadata, images stored as is."""
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"huggingface": _hf_metadata(),
-                                           **(extra or {})})
-    small = [c for c in table.column_names if c != "image"] + ["image.path"]
+    """One shard file from a whole table, atomically (a version-1 shard migrated)."""
+    arrow_schema = _shard_schema(extra)
     with atomic.atomic_path(out) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_rows,
-                       compression={**{c: "zstd" for c in small}, "image.bytes": "none"},
-                       use_dictionary=small, write_statistics=small)
+        with _shard_writer(tmp, arrow_schema) as writer:
+            writer.write_table(table.replace_schema_metadata(arrow_schema.metadata), row_group_size=row_group_rows)
         os.chmod(tmp, 0o644)  # a dataset others read (mkstemp makes 0600)
 
 
-def _shard_summary(rel: str, split: str, table: pa.Table, size: int) -> pa.Table:
-    """A shard's rows per (source, label, method, augmentation): what the data card is made from."""
-    counts = defaultdict(int)
+def _count_classes(counts: dict[tuple, int], table: pa.Table) -> None:
+    """Add a table's rows per (source, label, method, augmentation) to `counts`."""
     for key in zip(table["source"].to_pylist(), table["label"].to_pylist(), table["method"].to_pylist(),
                    table["augmentation"].to_pylist()):
         counts[key] += 1
+
+
+def _shard_summary(rel: str, split: str, counts: dict[tuple, int], n_rows: int, size: int) -> pa.Table:
+    """A shard's rows per (source, label, method, augmentation): what the data card is made from."""
     items = sorted(counts.items())
     return pa.table({
         "shard": [rel] * len(items), "split": [split] * len(items),
         "source": [k[0] for k, _ in items], "label": pa.array([k[1] for k, _ in items], pa.int8()),
         "method": [k[2] for k, _ in items], "augmentation": [k[3] for k, _ in items],
         "rows": pa.array([n for _, n in items], pa.int64()),
-        "shard_rows": pa.array([table.num_rows] * len(items), pa.int64()),
+        "shard_rows": pa.array([n_rows] * len(items), pa.int64()),
         "shard_bytes": pa.array([size] * len(items), pa.int64()),
     })
 
@@ -504,7 +580,9 @@ def _migrate_v1(run: StageRun) -> Output | None:
         new_rel = f"{DATA_DIR}/{FOLDERS[folder]}/{name}"
         table = schema.conform(storage.read_table(work.path(rel)).replace_schema_metadata(None), NAME)
         _write_table(table, work.path(new_rel), p["row_group_rows"])
-        summaries.append(_shard_summary(new_rel, folder, table, storage.size(work.path(new_rel))))
+        counts: dict[tuple, int] = defaultdict(int)
+        _count_classes(counts, table)
+        summaries.append(_shard_summary(new_rel, folder, counts, table.num_rows, storage.size(work.path(new_rel))))
         units.append(new_rel)
     for folder in _V1_FOLDERS:
         if work.path(OUT_DIR, folder).exists():

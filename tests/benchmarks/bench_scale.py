@@ -142,13 +142,15 @@ def measure(work: Path, stage: str, cfg: dict, log: Path) -> dict:
             "load": [load0, os.getloadavg()[0]]}
 
 
-def run_all(out: Path, data: Path, name: str, cfg: dict) -> list[dict]:
+def run_all(out: Path, data: Path, name: str, cfg: dict, stages=STAGES) -> list[dict]:
+    """Run `stages` in order; from a later stage than the first, on the work dir a previous run left."""
     work, log = out / f"{name}-work", out / f"{name}.log"
-    shutil.rmtree(work, ignore_errors=True)
+    if stages[0] == STAGES[0]:
+        shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(out / f"{name}-export", ignore_errors=True)
     cfg = {**cfg, "data": str(data), "export_dir": str(out / f"{name}-export")}
     rows = []
-    for stage in STAGES:
+    for stage in stages:
         r = measure(work, stage, cfg, log)
         if "failed" in r:  # e.g. a subset too small for the split's groups: the table takes what it has
             print(f"  {name} {stage} failed ({r['failed']})", flush=True)
@@ -157,8 +159,17 @@ def run_all(out: Path, data: Path, name: str, cfg: dict) -> list[dict]:
         print(f"  {name} {stage}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, {r['peak_mib']:.0f} MiB, "
               f"{r['disk_bytes'] / 1e6:.1f} MB (load {r['load'][0]:.1f})", flush=True)
     rows.append({"stage": "_counts", **counts(work)})
+    rows = _merged(out / f"{name}.json", rows)
     (out / f"{name}.json").write_text(json.dumps(rows, indent=1))
     return rows
+
+
+def _merged(path: Path, rows: list[dict]) -> list[dict]:
+    """This run's rows, with those of stages it did not run kept from an earlier run's file."""
+    ran = {r["stage"] for r in rows}
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    by_stage = {r["stage"]: r for r in earlier if r["stage"] not in ran} | {r["stage"]: r for r in rows}
+    return [by_stage[s] for s in (*STAGES, "_counts") if s in by_stage]
 
 
 def counts(work: Path) -> dict:
@@ -184,7 +195,7 @@ def subset_run(out: Path, args) -> None:
     times = out / "subset-times"
     shutil.rmtree(times, ignore_errors=True)
     times.mkdir()
-    run_all(out, data, "subset", {"workers": args.workers, "frames": args.frames, "times": str(times)})
+    run_all(out, data, "subset", {"workers": args.workers, "frames": args.frames, "times": str(times)}, args.stages)
 
 
 def count_run(out: Path, args, n: int) -> None:
@@ -198,7 +209,8 @@ def count_run(out: Path, args, n: int) -> None:
     if not data.exists():
         standin.write_links(data, plan, clip)
     print(f"count {n}: {len(plan.videos)} linked videos", flush=True)
-    run_all(out, data, f"count-{n}", {"workers": args.workers, "frames": args.count_frames, "synthetic": True})
+    run_all(out, data, f"count-{n}", {"workers": args.workers, "frames": args.count_frames, "synthetic": True},
+            args.stages)
 
 
 def floor_run(out: Path) -> None:
@@ -337,7 +349,10 @@ def main() -> None:
     ap.add_argument("--count-frames", type=int, default=1, help="synthetic crops per video in the count runs")
     ap.add_argument("--frames", type=int, default=32, help="faces --frames on the subset (the default)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help="stages to run, in order; from a later one than manifest, on the work dir left by a run")
     args = ap.parse_args()
+    args.stages = [s for s in STAGES if s in args.stages.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     what = args.what.split(",")
     ns = [int(n) for n in args.counts.split(",")]
