@@ -88,7 +88,7 @@ def run_child(work: Path, stage: str, cfg: dict) -> None:
                                        "join_duplicates": "near"})
         elif stage == "shards":
             run_stage(w, shards.STAGE, {"shard_size": 256 * 2**20, "augment": "paper", "perturb_test": False,
-                                        "seed": 0}, workers=k, executor=ex)
+                                        "seed": 0, "augment_storage": cfg["augment_storage"]}, workers=k, executor=ex)
     finally:
         ex.close()
 
@@ -195,7 +195,8 @@ def subset_run(out: Path, args) -> None:
     times = out / "subset-times"
     shutil.rmtree(times, ignore_errors=True)
     times.mkdir()
-    run_all(out, data, "subset", {"workers": args.workers, "frames": args.frames, "times": str(times)}, args.stages)
+    run_all(out, data, "subset", {"workers": args.workers, "frames": args.frames, "times": str(times),
+                                       "augment_storage": args.augment_storage}, args.stages)
 
 
 def count_run(out: Path, args, n: int) -> None:
@@ -209,7 +210,8 @@ def count_run(out: Path, args, n: int) -> None:
     if not data.exists():
         standin.write_links(data, plan, clip)
     print(f"count {n}: {len(plan.videos)} linked videos", flush=True)
-    run_all(out, data, f"count-{n}", {"workers": args.workers, "frames": args.count_frames, "synthetic": True},
+    run_all(out, data, f"count-{n}", {"workers": args.workers, "frames": args.count_frames, "synthetic": True,
+                                          "augment_storage": args.augment_storage},
             args.stages)
 
 
@@ -349,6 +351,8 @@ def main() -> None:
     ap.add_argument("--count-frames", type=int, default=1, help="synthetic crops per video in the count runs")
     ap.add_argument("--frames", type=int, default=32, help="faces --frames on the subset (the default)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--augment-storage", choices=["materialized", "on-read"], default="materialized",
+                    help="the shards' --augment-storage (give on-read its own OUT)")
     ap.add_argument("--stages", default=",".join(STAGES),
                     help="stages to run, in order; from a later one than manifest, on the work dir left by a run")
     args = ap.parse_args()
