@@ -315,11 +315,20 @@ def train_model(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
 
 
 class _Resume:
-    """Where one rank picks up: the shared checkpoint, and this rank's running totals and RNG state."""
+    """Where one rank picks up: the shared checkpoint, and this rank's running totals, RNG state and
+    (mid-epoch, ranks > 0) its own BatchNorm running statistics."""
 
-    def __init__(self, main: dict, totals: list, rng: dict | None, fallback_seed: int) -> None:
+    def __init__(self, main: dict, totals: list, rng: dict | None, fallback_seed: int,
+                 buffers: dict | None = None) -> None:
         self.main, self.totals, self.rng, self.fallback_seed = main, totals, rng, fallback_seed
+        self.buffers = buffers or {}
         self.epoch, self.iteration = int(main["epoch"]), int(main["iteration"])
+
+    def model_state(self) -> dict:
+        # Inside DDP's join() the buffers are broadcast from the highest rank still training, not
+        # from rank 0: each rank must get its own running statistics back, or the resumed run's
+        # BatchNorm statistics (and so its val loss) drift from the uninterrupted run's.
+        return {**self.main["model"], **self.buffers}
 
     def restore_rng(self) -> None:
         if self.rng is not None:
@@ -332,8 +341,10 @@ class _Saver:
     """Writes one net's checkpoint every `every` iterations and at each epoch end; rank 0 writes
     the checkpoint, another rank its part (RNG state, running totals)."""
 
-    def __init__(self, saving: tuple[Path, int], identity: dict, rank: int, world: int) -> None:
+    def __init__(self, saving: tuple[Path, int], identity: dict, rank: int, world: int,
+                 model: torch.nn.Module) -> None:
         (self.path, self.every), self.identity, self.rank, self.world = saving, identity, rank, world
+        self.model = model
 
     def load(self, seed: int) -> _Resume | None:
         main = ckpt_io.load(self.path, self.identity)
@@ -346,7 +357,7 @@ class _Saver:
         part = ckpt_io.load(ckpt_io.part_path(self.path, self.rank), self.identity)
         if part is not None and part["epoch"] == main["epoch"] and (
                 part["iteration"] == main["iteration"] or (part["done"] and part["iteration"] <= main["iteration"])):
-            return _Resume(main, part["totals"], part["rng"], seed)
+            return _Resume(main, part["totals"], part["rng"], seed, part.get("buffers"))
         log.warning("rank %d: its part does not match the checkpoint (killed between the two writes): "
                     "its running totals restart and its RNG is reseeded", self.rank)
         return _Resume(main, [0.0, 0, 0, 0.0], None, seed + 1_000_003 * self.rank + int(main["iteration"]))
@@ -359,7 +370,9 @@ class _Saver:
             ranks = rng_ranks if rng_ranks is not None else [head["rng"]]
             ckpt_io.save(self.path, {**head, **state(), "rng_ranks": ranks}, self.identity)
         else:
-            ckpt_io.save(ckpt_io.part_path(self.path, self.rank), {**head, "done": done}, self.identity)
+            buffers = {name: b.detach().clone() for name, b in self.model.named_buffers()}
+            ckpt_io.save(ckpt_io.part_path(self.path, self.rank), {**head, "done": done, "buffers": buffers},
+                         self.identity)
 
 
 def _skip(batches, n: int) -> int:
@@ -427,11 +440,11 @@ def _train(cfg: TrainConfig, train_ds: ShardDataset, val_ds: ShardDataset,
                                  "class_weights": weights})
     best_loss, best_state = math.inf, None
     identity = {"config": asdict(cfg), "train_rows": n_train, "val_rows": len(val_ds), "processes": world}
-    saver = _Saver(saving, identity, rank, world) if saving else None
+    saver = _Saver(saving, identity, rank, world, model) if saving else None
     resume = saver.load(cfg.seed) if saver else None
     start_epoch = 0
     if resume is not None:
-        model.load_state_dict(resume.main["model"])
+        model.load_state_dict(resume.model_state())
         optimizer.load_state_dict(resume.main["optimizer"])
         sched.load_state_dict(resume.main["scheduler"])
         result.history, result.best_epoch = list(resume.main["history"]), int(resume.main["best_epoch"])

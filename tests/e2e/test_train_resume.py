@@ -128,3 +128,31 @@ def test_a_rerun_with_other_options_trains_from_the_start(work):
     assert metrics["models"]["meso4"]["config"]["resumed_from"] is None
     assert metrics["config"]["lr_schedule"] == "paper"
     assert not list((work / "detector").glob(".other.tmp-*"))
+
+
+def test_a_killed_data_parallel_training_resumes_and_ends_as_if_never_interrupted(work):
+    """Full-size training runs data-parallel by default (`--processes auto`): a SIGKILL of the
+    command takes its rank processes down with it, and the re-run resumes every rank mid-epoch to
+    the weights of a two-process run never interrupted."""
+    two = ("--processes", "2", "--loader-workers", "0")
+    reference = work / "detector" / "whole-2"
+    assert "resuming" not in _train(work, "whole-2", *two)
+
+    epoch, iteration = _kill_mid_epoch(work, "cut-2", 1, *two)
+    assert epoch == 1 and 0 < iteration < 12, (epoch, iteration)
+    time.sleep(1.0)
+    orphans = subprocess.run(["pgrep", "-f", "--", "--run cut-2"], capture_output=True, text=True).stdout.split()
+    assert orphans == [], f"rank processes outlived the killed command: {orphans}"
+
+    log = _train(work, "cut-2", *two)
+    assert "resuming from checkpoint" in log and f"at epoch 2/2, iteration {iteration} of 12" in log, log
+    run = work / "detector" / "cut-2"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["config"]["processes"] == 2
+    assert metrics["models"]["meso4"]["config"]["resumed_from"] == {"epoch": 1, "iteration": iteration}
+    ours, theirs = _weights(run), _weights(reference)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+    assert _history(run) == _history(reference)
+    assert not list((work / "detector").glob(".cut-2.tmp-*"))
