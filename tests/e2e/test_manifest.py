@@ -17,7 +17,7 @@ from mesodata.pipeline.runner import Work
 from mesodata.pipeline.sources import celebdf, dfdc, ffpp
 from mesodata.pipeline.stages import manifest
 
-SHARED_FF = Path(__file__).resolve().parents[2] / "shared/datasets/faceforensics"
+SHARED_FF = Path(__file__).resolve().parents[3] / "shared/datasets/faceforensics"  # ../shared beside the repository
 
 
 def tiny_video(path: Path, n: int = 3) -> Path:

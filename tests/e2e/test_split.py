@@ -21,7 +21,7 @@ from mesodata.pipeline.stages import split
 from tests.fixtures import dedupe_fixtures as F
 
 REPO = Path(__file__).resolve().parents[2]
-FF_SHARED = Path(__file__).resolve().parents[2] / "shared/datasets/faceforensics"
+FF_SHARED = Path(__file__).resolve().parents[3] / "shared/datasets/faceforensics"  # ../shared beside the repository
 
 
 @pytest.fixture(scope="session")
