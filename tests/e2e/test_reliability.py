@@ -37,11 +37,17 @@ def mesodata(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def _default_sigint() -> None:
+    # A command typed at a terminal gets Ctrl-C with the default disposition; a test run started in
+    # the background (`nohup`, `&`, some CI runners) would pass its ignored SIGINT on to the build.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str, stderr=None) -> subprocess.Popen:
     """A mesodata process in its own session, so its workers die with it (os.killpg)."""
     return subprocess.Popen([sys.executable, "-m", "mesodata.pipeline.cli", *map(str, args)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
 
 
 def kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 120) -> None:
