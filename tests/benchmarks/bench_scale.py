@@ -14,6 +14,8 @@ count   The full layout at each of `--counts` videos (the same mix, thinned), ev
         of a 1 s real clip so the manifest probes real files; the faces stage's output SYNTHETIC
         (standin.synthetic_unit: `--count-frames` distinct real-face crops per video, written by the
         runner as the stage writes its parts), then dedupe, split, shards, exports for real.
+        `--layout dfdc-full`: the full DFDC release (50 parts, 119,154 videos) instead, thinned to
+        each count; its runs are named count-dfdc-full-N, and `--what memory` tables their peaks.
 table   OUT/table.md: at full counts (21,210 videos x F frames):
         manifest  measured at the full count;
         faces     extrapolated: per-video CPU = a + b x pixels decoded, fitted on the subset's
@@ -72,7 +74,7 @@ def run_child(work: Path, stage: str, cfg: dict) -> None:
     ex = LocalExecutor(k)
     try:
         if stage == "manifest":
-            run_stage(w, manifest.STAGE, {"data_root": cfg["data"], "sources": SOURCES, "overrides": None,
+            run_stage(w, manifest.STAGE, {"data_root": cfg["data"], "sources": cfg.get("sources", SOURCES), "overrides": None,
                                           "compression": "c23", "ff_splits": None}, workers=k, executor=ex)
         elif stage == "faces":
             sd = faces.STAGE
@@ -199,10 +201,19 @@ def subset_run(out: Path, args) -> None:
                                        "augment_storage": args.augment_storage}, args.stages)
 
 
+LAYOUTS = {"combined": (lambda: standin.combined(0, SPLITS), SOURCES),
+           "dfdc-full": (lambda: standin.dfdc_full(0), ["dfdc"])}
+
+
+def count_name(layout: str, n: int) -> str:
+    return f"count-{n}" if layout == "combined" else f"count-{layout}-{n}"
+
+
 def count_run(out: Path, args, n: int) -> None:
-    full = standin.combined(0, SPLITS)
-    plan = standin.thin(full, n)
-    data = out / f"count-{n}-data"
+    full, sources = LAYOUTS[args.layout]
+    plan = standin.thin(full(), n)
+    name = count_name(args.layout, n)
+    data = out / f"{name}-data"
     clips = out / "clips"
     clips.mkdir(parents=True, exist_ok=True)
     clip = [standin.tiny_clip(clips / f"c{k}.mp4", k) if not (clips / f"c{k}.mp4").exists() else clips / f"c{k}.mp4"
@@ -210,9 +221,23 @@ def count_run(out: Path, args, n: int) -> None:
     if not data.exists():
         standin.write_links(data, plan, clip)
     print(f"count {n}: {len(plan.videos)} linked videos", flush=True)
-    run_all(out, data, f"count-{n}", {"workers": args.workers, "frames": args.count_frames, "synthetic": True,
-                                          "augment_storage": args.augment_storage},
-            args.stages)
+    run_all(out, data, name, {"workers": args.workers, "frames": args.count_frames, "synthetic": True,
+                              "augment_storage": args.augment_storage, "sources": sources}, args.stages)
+
+
+def memory_table(out: Path, layout: str, counts_: list[int]) -> str:
+    """Peak memory of each stage's process tree at each count (the count runs' own figures)."""
+    runs = [(n, _rows(out / f"{count_name(layout, n)}.json")) for n in counts_]
+    runs = [(r["_counts"]["videos"], r) for _, r in runs]
+    lo, hi = runs[0][0], runs[-1][0]
+    lines = ["| stage | " + " | ".join(f"{n:,} videos" for n, _ in runs) + f" | {hi:,} / {lo:,} |",
+             "|---|" + "---|" * (len(runs) + 1)]
+    for st in STAGES:
+        peaks = [r[st]["peak_mib"] if st in r else None for _, r in runs]
+        cells = [f"{p:,.0f} MiB" if p else "—" for p in peaks]
+        ratio = f"×{peaks[-1] / peaks[0]:.2f}" if peaks[0] and peaks[-1] else "—"
+        lines.append(f"| {st} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines) + "\n"
 
 
 def floor_run(out: Path) -> None:
@@ -348,6 +373,8 @@ def main() -> None:
     ap.add_argument("--what", default="subset,floor,count,table")
     ap.add_argument("--per-group", type=int, default=2, help="real videos per group (13 groups) in the subset")
     ap.add_argument("--counts", default="1000,10000", help=f"count runs (the mix thinned; {FULL} for all)")
+    ap.add_argument("--layout", choices=sorted(LAYOUTS), default="combined",
+                    help="what the count runs thin: the combined benchmark or the full DFDC release")
     ap.add_argument("--count-frames", type=int, default=1, help="synthetic crops per video in the count runs")
     ap.add_argument("--frames", type=int, default=32, help="faces --frames on the subset (the default)")
     ap.add_argument("--workers", type=int, default=2)
@@ -369,6 +396,8 @@ def main() -> None:
             count_run(args.out, args, n)
     if "table" in what:
         print(table(args.out, ns))
+    if "memory" in what:
+        print(memory_table(args.out, args.layout, ns))
 
 
 if __name__ == "__main__":
