@@ -133,15 +133,21 @@ def run(work: Work, data_root, sources: list[str], *, overrides: dict[str, str] 
 
 
 def build_report(table: pa.Table, listings: dict) -> dict:
-    rows = table.select(["source", "label", "method", "status", "path", "error"]).to_pylist()
-    per = Counter((r["source"], r["method"], r["label"], r["status"]) for r in rows)
+    """Videos per source / method / label / status, and every video that is not ok. Counted in Arrow:
+    a Python dict per video would cost ~1.5 KB, 180 MB at the full DFDC's 119k videos."""
+    import pyarrow.compute as pc
+
+    keys = ["source", "method", "label", "status"]
+    per = table.group_by(keys, use_threads=False).aggregate(
+        [("status", "count", pc.CountOptions(mode="all"))]).to_pylist()
+    status = pc.value_counts(table["status"]).to_pylist()  # in order of first appearance
+    bad = table.filter(pc.invert(pc.equal(table["status"], "ok"))).select(["path", "status", "error"])
     return {
-        "videos": len(rows),
-        "status": dict(Counter(r["status"] for r in rows)),
-        "table": [{"source": s, "method": m, "label": l, "status": st, "videos": n}
-                  for (s, m, l, st), n in sorted(per.items(), key=lambda kv: tuple(map(str, kv[0])))],
-        "problems": [{"path": r["path"], "status": r["status"], "error": r["error"]}
-                     for r in rows if r["status"] != "ok"],
+        "videos": table.num_rows,
+        "status": {s["values"]: s["counts"] for s in status},
+        "table": [{**{k: r[k] for k in keys}, "videos": r["status_count"]}
+                  for r in sorted(per, key=lambda r: tuple(str(r[k]) for k in keys))],
+        "problems": bad.to_pylist(),
         "sources": {s: {"notes": l.notes, "expected": l.expected,
                         "held": dict(Counter(r["method"] for r in l.rows))}
                     for s, l in listings.items()},
