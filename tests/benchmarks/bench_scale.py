@@ -171,6 +171,7 @@ def _merged(path: Path, rows: list[dict]) -> list[dict]:
     ran = {r["stage"] for r in rows}
     earlier = json.loads(path.read_text()) if path.exists() else []
     by_stage = {r["stage"]: r for r in earlier if r["stage"] not in ran} | {r["stage"]: r for r in rows}
+    by_stage["_counts"] = next((r for r in earlier if r["stage"] == "_counts"), {}) | by_stage.get("_counts", {})
     return [by_stage[s] for s in (*STAGES, "_counts") if s in by_stage]
 
 
@@ -179,10 +180,15 @@ def counts(work: Path) -> dict:
     from mesodata.pipeline.runner import Work
     from mesodata.pipeline.stages import faces
 
+    from mesodata.pipeline.errors import UserError
+
     m = pq.read_table(work / "manifest.parquet", columns=["status"]).column(0).to_pylist()
-    status = faces.read(Work(work), columns=["status"]).column(0).to_pylist()
-    return {"videos": len(m), "videos_ok": sum(s == "ok" for s in m), "rows": len(status),
-            "crops": sum(s == "face" for s in status)}
+    out = {"videos": len(m), "videos_ok": sum(s == "ok" for s in m)}
+    try:  # a run of the manifest stage alone has no faces yet
+        status = faces.read(Work(work), columns=["status"]).column(0).to_pylist()
+    except UserError:
+        return out
+    return {**out, "rows": len(status), "crops": sum(s == "face" for s in status)}
 
 
 # --- the two runs -------------------------------------------------------------------------------
