@@ -74,8 +74,9 @@ def run_child(work: Path, stage: str, cfg: dict) -> None:
     ex = LocalExecutor(k)
     try:
         if stage == "manifest":
-            run_stage(w, manifest.STAGE, {"data_root": cfg["data"], "sources": cfg.get("sources", SOURCES), "overrides": None,
-                                          "compression": "c23", "ff_splits": None}, workers=k, executor=ex)
+            run_stage(w, manifest.STAGE, {"data_root": cfg["data"], "sources": cfg.get("sources", SOURCES),
+                                          "overrides": None, "compression": "c23", "ff_splits": None},
+                      workers=k, executor=ex)
         elif stage == "faces":
             sd = faces.STAGE
             if cfg.get("synthetic"):
@@ -177,10 +178,9 @@ def _merged(path: Path, rows: list[dict]) -> list[dict]:
 
 def counts(work: Path) -> dict:
     import pyarrow.parquet as pq
+    from mesodata.pipeline.errors import UserError
     from mesodata.pipeline.runner import Work
     from mesodata.pipeline.stages import faces
-
-    from mesodata.pipeline.errors import UserError
 
     m = pq.read_table(work / "manifest.parquet", columns=["status"]).column(0).to_pylist()
     out = {"videos": len(m), "videos_ok": sum(s == "ok" for s in m)}
