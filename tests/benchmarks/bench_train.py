@@ -1,7 +1,10 @@
 """Training throughput of MesoInception-4 on this CPU: the plain fp32 loop and the optimised one
 side by side, plus one row per lever (issue 9). Not run by CI.
 
-    python tests/benchmarks/bench_train.py [--model mesoinception4] [--steps 6] [--compile]
+    python tests/benchmarks/bench_train.py [--model mesoinception4] [--steps 6] [--compile] [--profile]
+
+--profile: only where one data-parallel rank's step spends its CPU (1 thread, 16 images, the
+default channels-last + bf16 step), by kind of operator, from torch.profiler.
 
 Batches are real 256x256 face crops held in memory, so the figures are the model step alone
 (decoding runs in DataLoader workers during training). The loss check trains plain and optimised
@@ -121,12 +124,49 @@ def loss_curves(model_name: str, steps: int, batch: int = 32) -> tuple[list[floa
     return curves[0], curves[1]
 
 
+def profile(model_name: str, steps: int, batch: int = 16) -> None:
+    """Self CPU of one rank's training step by kind of operator (forward and backward together)."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = create_model(model_name).to(memory_format=torch.channels_last)
+    step = make_train_step(model, torch.optim.Adam(model.parameters(), 1e-3), torch.device("cpu"), True,
+                           cpu_has_native_bf16())
+    data = _batches(min(steps, 3), batch)
+    for i in range(2):
+        step(*data[i % len(data)])
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(*data[i % len(data)])
+    kinds = {"convolution": ("convolution",), "batch norm": ("batch_norm",), "max-pool": ("max_pool",),
+             "ReLU": ("threshold_backward", "clamp_min", "relu"), "concatenation": ("aten::cat",)}
+    by_kind: Counter = Counter()
+    for e in prof.key_averages():
+        if not e.key.startswith("aten::"):
+            continue
+        kind = next((k for k, names in kinds.items() if any(n in e.key for n in names)), "other")
+        by_kind[kind] += e.self_cpu_time_total
+    total = sum(by_kind.values())
+    print(f"{model_name}, 1 thread, batch {batch}, channels-last + bf16, {steps} steps: "
+          f"{steps * batch / (total / 1e6):.1f} img/s of operator time\n\n| operators | share of self CPU |\n|---|---|")
+    for kind, t in by_kind.most_common():
+        print(f"| {kind} | {100 * t / total:.0f} % |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mesoinception4")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (~40 s warm-up)")
+    ap.add_argument("--profile", action="store_true", help="only profile one data-parallel rank's step")
     args = ap.parse_args()
+    if args.profile:
+        profile(args.model, args.steps)
+        return
     bf16 = cpu_has_native_bf16()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {bf16}")
     plain = measure(args.model, 32, args.steps)
