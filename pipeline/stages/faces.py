@@ -42,6 +42,8 @@ REPORT = "reports/faces.json"
 SIZE = 256
 STATUSES = ("face", "no_face", "rejected", "truncated", "decode_error")
 MANIFEST_COLUMNS = ("source", "label", "method", "group")
+# what a unit needs of its manifest row
+PLAN_COLUMNS = ("video_id", "path", "status", "error", "frames", "fps", "size_bytes", *MANIFEST_COLUMNS)
 QUEUE = 3  # decoded frames waiting for the face thread (bounds memory: a few frames, never the video)
 
 PARAMS: dict[str, Param] = {
@@ -257,8 +259,7 @@ def _plan(run: StageRun) -> list[Unit]:
     mtable = manifest.read(work)
     mstate = work.state("manifest") or {}
     data_root = storage.location(mstate.get("params", {}).get("data_root", "."))
-    rows = mtable.select(["video_id", "path", "status", "error", "frames", "fps", "size_bytes",
-                          *MANIFEST_COLUMNS]).to_pylist()
+    rows = mtable.select(PLAN_COLUMNS).to_pylist()
     run.context["rows"] = rows
     return [Unit(_unit_key(m), {"row": m, "path": storage.join(data_root, m["path"]), "params": p}) for m in rows]
 

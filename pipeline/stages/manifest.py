@@ -141,7 +141,7 @@ def build_report(table: pa.Table, listings: dict) -> dict:
     per = table.group_by(keys, use_threads=False).aggregate(
         [("status", "count", pc.CountOptions(mode="all"))]).to_pylist()
     status = pc.value_counts(table["status"]).to_pylist()  # in order of first appearance
-    bad = table.filter(pc.invert(pc.equal(table["status"], "ok"))).select(["path", "status", "error"])
+    bad = table.filter(pc.not_equal(table["status"], "ok")).select(["path", "status", "error"])
     return {
         "videos": table.num_rows,
         "status": {s["values"]: s["counts"] for s in status},

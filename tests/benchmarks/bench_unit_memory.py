@@ -33,8 +33,7 @@ def main() -> None:
     table = pq.read_table(work / "manifest.parquet")
     n = table.num_rows
     steps, before = [], rss_mib()
-    rows = table.select(["video_id", "path", "status", "error", "frames", "fps", "size_bytes",
-                         *faces.MANIFEST_COLUMNS]).to_pylist()
+    rows = table.select(faces.PLAN_COLUMNS).to_pylist()
     steps.append(("plan row (dict)", rss_mib()))
     units = [Unit(faces._unit_key(m), {"row": m, "path": "/data/" + m["path"], "params": {}}) for m in rows]
     steps.append(("Unit (key, payload)", rss_mib()))
